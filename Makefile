@@ -1,0 +1,47 @@
+# cpro: make demo | make test | make bench | make lint
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: all demo test unit integration bench lint clean system-deps
+
+all: test
+
+# Debian packages the integration tests and the lab use (installed only when root and missing).
+SYSTEM_PACKAGES := iproute2 nftables procps
+system-deps:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	  if [ -n "$$missing" ]; then echo "installing:$$missing"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing) || exit 1; fi; \
+	fi
+
+SOURCES := $(shell find cpro twisted -name '*.py' 2>/dev/null)
+
+$(STAMP): setup.cfg setup.py pyproject.toml $(SOURCES)
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q .
+	touch $(STAMP)
+
+test: system-deps $(STAMP)
+	$(VENV)/bin/trial --temp-directory=_trial_temp test
+
+unit: $(STAMP)
+	$(VENV)/bin/trial --temp-directory=_trial_temp test.unit
+
+integration: system-deps $(STAMP)
+	$(VENV)/bin/trial --temp-directory=_trial_temp test.integration
+
+demo: system-deps $(STAMP)
+	$(PY) -m cpro.demo
+
+bench: system-deps $(STAMP)
+	$(PY) bench/failover.py
+
+lint: $(STAMP)
+	$(PY) -m pyflakes cpro test bench 2>/dev/null || $(PY) -m pip install -q pyflakes && $(PY) -m pyflakes cpro test bench
+
+clean:
+	rm -rf $(VENV) _trial_temp *.egg-info

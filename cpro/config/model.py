@@ -1,0 +1,173 @@
+"""Immutable configuration model: what the rest of cpro reads.
+
+Built by L{cpro.config.load} from a clp.conf file merged over the defaults
+table (L{cpro.config.defaults}). Times are in seconds (float) here even when
+clp.conf writes milliseconds.
+"""
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+
+@dataclass(frozen=True)
+class Device:
+    """A <server><device id="N"> entry: an interconnect or other attachment."""
+
+    id: int
+    type: str  # 'lan', 'mdc', 'disk', 'bmc', 'witness', ...
+    info: str  # for 'lan': the server's IP address on that interconnect
+    extend: str = ""
+
+
+@dataclass(frozen=True)
+class Ports:
+    """Port numbers of one server (cluster defaults, overridable per server)."""
+
+    internal: int = 29001  # TCP, internal communication (AMP over TLS)
+    lanhb: int = 29002  # UDP, LAN heartbeat
+    alert: int = 29003  # UDP, alert synchronisation
+    lankhb: int = 29006  # UDP, second LAN heartbeat flavour
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    name: str
+    priority: int  # 0 = master
+    devices: tuple  # of Device, sorted by id
+    ports: Ports
+    # Address for internal communication and alert sync; defaults to the
+    # IP of the lowest-numbered 'lan' device.
+    address: str
+
+    def device(self, device_id):
+        for d in self.devices:
+            if d.id == device_id:
+                return d
+        return None
+
+
+@dataclass(frozen=True)
+class HeartbeatConfig:
+    """A heartbeat resource: <heartbeat><lanhb name="lanhb1">."""
+
+    name: str
+    kind: str  # 'lanhb' or 'lankhb'
+    priority: int
+    device: int  # device id; each server's address on this path is its device@id/info
+
+
+@dataclass(frozen=True)
+class OSActionCommands:
+    """Commands run for OS-level final actions (argv lists, no shell).
+
+    cpro extension: <cluster><osaction><shutdown>..</shutdown><reboot>..</reboot></osaction>.
+    Tests set them to harmless commands.
+    """
+
+    shutdown: tuple = ("systemctl", "poweroff")
+    reboot: tuple = ("systemctl", "reboot")
+
+
+@dataclass(frozen=True)
+class ExecParams:
+    start_path: str  # absolute path of the start script
+    stop_path: Optional[str]  # absolute path of the stop script, or None
+    start_sync: bool  # parameters/act/sync (True = synchronous)
+    stop_sync: bool  # parameters/deact/sync
+    start_timeout: float  # parameters/timeout/start, seconds
+    stop_timeout: float  # parameters/timeout/stop, seconds
+    userlog: Optional[str]  # parameters/userlog: per-resource log file (None = default under state dir)
+
+
+@dataclass(frozen=True)
+class ResourceConfig:
+    """A group resource: <resource><exec name="exec1">."""
+
+    name: str
+    type: str  # 'exec', ...
+    group: str  # owning group (from <group><resource name="type@name"/>)
+    depends: Optional[tuple]  # explicit depend@ names; None = default order by type
+    act_retry: int  # act/retry
+    act_fo: int  # act/fo: failover threshold
+    act_action: int  # act/action: final action code
+    deact_retry: int
+    deact_action: int
+    params: object  # ExecParams for 'exec'
+
+
+@dataclass(frozen=True)
+class GroupConfig:
+    name: str
+    gid: int
+    policy: tuple  # server names, highest priority first
+    start_auto: bool  # start: 1 auto, 0 manual
+    failover_auto: bool  # failover: 1 auto, 0 manual
+    failback_auto: bool  # failback: 1 auto, 0 manual
+    exclusive: int  # 0 none, 1 normal, 2 complete (absolute)
+    resources: tuple  # resource names in activation order (dependencies resolved)
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    name: str
+    key: bytes  # cluster key: authenticates heartbeats, alerts, internal communication
+    hb_interval: float  # seconds (clp.conf cluster/heartbeat/interval, ms)
+    hb_timeout: float  # seconds (clp.conf cluster/heartbeat/timeout, ms)
+    startup_sync_wait: float  # seconds to wait for the other servers at cluster start
+    config_download_wait: float  # seconds to wait for the master's configuration
+    ports: Ports  # cluster-wide defaults
+    servers: tuple  # of ServerConfig, by priority (master first)
+    heartbeats: tuple  # of HeartbeatConfig, by priority
+    groups: tuple  # of GroupConfig, by gid
+    resources: tuple  # of ResourceConfig
+    os_actions: OSActionCommands
+    alert_log_max_bytes: int = 1_000_000
+    alert_log_backups: int = 5
+    digest: str = ""  # sha256 of the canonical configuration: the configuration generation
+    source: str = field(default="", repr=False, compare=False)  # the XML text as loaded
+
+    @property
+    def master(self):
+        return self.servers[0]
+
+    def server(self, name):
+        for s in self.servers:
+            if s.name == name:
+                return s
+        return None
+
+    def group(self, name):
+        for g in self.groups:
+            if g.name == name:
+                return g
+        return None
+
+    def resource(self, name):
+        for r in self.resources:
+            if r.name == name:
+                return r
+        return None
+
+    def group_resources(self, group_name):
+        group = self.group(group_name)
+        return tuple(self.resource(n) for n in group.resources) if group else ()
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One validation finding, naming the element path at fault."""
+
+    path: str  # e.g. '/root/group@failover1/policy@srv9'
+    message: str
+
+    def __str__(self):
+        return f"{self.path}: {self.message}"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used. .errors holds every Problem found."""
+
+    def __init__(self, errors, warnings=()):
+        self.errors = tuple(errors)
+        self.warnings = tuple(warnings)
+        super().__init__("; ".join(str(e) for e in self.errors))
