@@ -26,13 +26,13 @@ $(STAMP): setup.cfg setup.py pyproject.toml $(SOURCES)
 	touch $(STAMP)
 
 test: system-deps $(STAMP)
-	$(VENV)/bin/trial --temp-directory=_trial_temp test
+	PYTHONPATH=$(CURDIR) $(VENV)/bin/trial --temp-directory=_trial_temp test
 
 unit: $(STAMP)
-	$(VENV)/bin/trial --temp-directory=_trial_temp test.unit
+	PYTHONPATH=$(CURDIR) $(VENV)/bin/trial --temp-directory=_trial_temp test.unit
 
 integration: system-deps $(STAMP)
-	$(VENV)/bin/trial --temp-directory=_trial_temp test.integration
+	PYTHONPATH=$(CURDIR) $(VENV)/bin/trial --temp-directory=_trial_temp test.integration
 
 demo: system-deps $(STAMP)
 	$(PY) -m cpro.demo

@@ -1,0 +1,716 @@
+"""The cluster controller: decides what the local server does with groups.
+
+Inputs are events (membership changes, peers' state reports, operator
+requests, forwarded requests from peers); outputs are actions on local groups
+and requests to peers through an IPeerChannel. It does no I/O itself and
+takes its clock and collaborators by injection, so the decisions are unit
+tested with a task.Clock and fakes.
+
+Ground rules that keep a group from ever running twice:
+- a server starts a group only when no live server holds it in its view;
+- when a server goes down, each survivor computes the same target from the
+  same ordered policy, and only the target starts the group;
+- when two servers are found holding the same group (after a heal), the one
+  lower in the group's policy stops it.
+"""
+
+from dataclasses import dataclass, field
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from cpro.cluster import placement
+from cpro.cluster.escalation import ActivationEscalation, FinalAction
+from cpro.cluster.states import ClusterServiceState, GroupState, Level, PathState, ServerState
+
+log = Logger()
+
+# Servers in these service states may be given groups.
+_TAKING = (ClusterServiceState.RUNNING.value, ClusterServiceState.STARTING.value)
+
+
+class OperationError(Exception):
+    """An operator or peer request that was refused; str() is the reason."""
+
+
+@dataclass
+class PeerReport:
+    """What a peer last told us about itself."""
+
+    incarnation: str = ""
+    version: int = -1
+    service: str = ClusterServiceState.STOPPED.value
+    groups: dict = field(default_factory=dict)  # group -> GroupState value
+    resources: dict = field(default_factory=dict)  # resource -> ResourceState value
+
+    @classmethod
+    def from_dict(cls, d):
+        return cls(incarnation=str(d.get("incarnation", "")), version=int(d.get("version", -1)),
+                   service=str(d.get("service", ClusterServiceState.STOPPED.value)),
+                   groups={str(k): str(v) for k, v in dict(d.get("groups", {})).items()},
+                   resources={str(k): str(v) for k, v in dict(d.get("resources", {})).items()})
+
+
+class ClusterController:
+    def __init__(self, clock, config, local, groups, peers, alerts, os_actions, incarnation):
+        """
+        @param groups: group name -> LocalGroup for every group in the configuration.
+        @param peers: IPeerChannel.
+        @param os_actions: IOSActions.
+        """
+        self.clock = clock
+        self.config = config
+        self.local = local
+        self.groups = groups
+        self.peers = peers
+        self.alerts = alerts
+        self.os_actions = os_actions
+        self.incarnation = incarnation
+        self.membership = None  # set by the node before start
+        self.service = ClusterServiceState.STOPPED
+        self.reports = {}  # peer -> PeerReport (only while the peer is up)
+        self.version = 0
+        self.escalation = ActivationEscalation()
+        self._groups_by_name = {g.name: g for g in config.groups}
+        self._sync_deadline = None
+        self._dual_alerted = set()
+        self._busy = {}  # group -> description of an operation in progress
+        self.on_state_change = lambda: None  # node hook: push state, send a beat now
+        self.on_service_stopped = lambda: None
+
+    # -- views ---------------------------------------------------------------
+
+    def local_report(self):
+        resources = {}
+        for g in self.groups.values():
+            resources.update({n: s.value for n, s in g.resource_states.items()})
+        return {
+            "server": self.local,
+            "incarnation": self.incarnation,
+            "version": self.version,
+            "service": self.service.value,
+            "groups": {n: g.state.value for n, g in self.groups.items()},
+            "resources": resources,
+        }
+
+    def _peer_up(self, server):
+        return self.membership is not None and self.membership.is_up(server)
+
+    def view(self):
+        """server -> {group: GroupState value} for the local server and live peers."""
+        v = {self.local: {n: g.state.value for n, g in self.groups.items()}}
+        for server, report in self.reports.items():
+            if self._peer_up(server):
+                v[server] = dict(report.groups)
+        return v
+
+    def holders(self):
+        return placement.holders_from_view(self.view())
+
+    def holders_of(self, group):
+        return sorted((s for s, gs in self.view().items()
+                       if GroupState(gs.get(group, "Offline")).holds_resources),
+                      key=lambda s: placement.policy_rank(self._groups_by_name[group], s))
+
+    def eligible(self):
+        """Servers that may be given groups now."""
+        out = set()
+        if self.service in (ClusterServiceState.RUNNING, ClusterServiceState.STARTING):
+            out.add(self.local)
+        for server, report in self.reports.items():
+            if self._peer_up(server) and report.service in _TAKING:
+                out.add(server)
+        return out
+
+    def notify_changed(self):
+        """Local state changed: bump the placement version and tell the node."""
+        self.version += 1
+        self.on_state_change()
+
+    def _alert(self, module, event_id, level, message):
+        self.alerts.emit(module, event_id, level, message)
+
+    # -- cluster service -----------------------------------------------------
+
+    def start_service(self):
+        """Begin the startup synchronisation; groups start when it ends."""
+        if self.service not in (ClusterServiceState.STOPPED,):
+            raise OperationError(f"the cluster service is already {self.service.value.lower()}")
+        self._set_service(ClusterServiceState.STARTING)
+        self._alert("pm", 1, Level.INFO, "Starting the cluster daemon...")
+        self._alert("nm", 5, Level.INFO, "Waiting for all servers to start.")
+        self._sync_deadline = self.clock.callLater(self.config.startup_sync_wait, self._sync_timeout)
+        self._check_sync()
+
+    def _set_service(self, new):
+        old = self.service
+        if old is new:
+            return
+        self.service = new
+        log.info("cluster service: {old} -> {new}", old=old.value, new=new.value)
+        self.notify_changed()
+
+    def _peers_reported(self):
+        return [s.name for s in self.config.servers
+                if s.name != self.local and s.name in self.reports and self._peer_up(s.name)]
+
+    def _check_sync(self):
+        if self.service is not ClusterServiceState.STARTING:
+            return
+        peers = [s.name for s in self.config.servers if s.name != self.local]
+        if all(p in self._peers_reported() for p in peers):
+            self._alert("nm", 6, Level.INFO, "All servers have started.")
+            self._end_sync()
+
+    def _sync_timeout(self):
+        self._sync_deadline = None
+        if self.service is not ClusterServiceState.STARTING:
+            return
+        missing = [s.name for s in self.config.servers
+                   if s.name != self.local and s.name not in self._peers_reported()]
+        self._alert("nm", 7, Level.WARNING,
+                    f"Startup synchronisation wait ({self.config.startup_sync_wait:g} s) is over; "
+                    f"starting without {', '.join(missing)}.")
+        self._end_sync()
+
+    def _end_sync(self):
+        if self._sync_deadline is not None and self._sync_deadline.active():
+            self._sync_deadline.cancel()
+        self._sync_deadline = None
+        self._set_service(ClusterServiceState.RUNNING)
+        self._alert("pm", 3, Level.INFO, "The cluster daemon has been started properly.")
+        self._auto_start()
+
+    def _auto_start(self):
+        """Start the auto-start groups that nobody holds and whose target is us."""
+        holders = self.holders()
+        eligible = self.eligible()
+        for group in sorted(self.config.groups, key=lambda g: g.gid):
+            if not group.start_auto or group.name in holders:
+                continue
+            target = placement.choose_server(group, eligible, holders, self._groups_by_name)
+            if target is None:
+                continue
+            holders[group.name] = target
+            if target == self.local:
+                self._run(self.start_group_local(group.name, "START"), f"start {group.name}")
+
+    @defer.inlineCallbacks
+    def stop_service(self, move_groups=True, keep_failed=None):
+        """Stop the local cluster service: stop the local groups (moving them to
+        the next server unless the whole cluster is stopping)."""
+        if self.service in (ClusterServiceState.STOPPED, ClusterServiceState.STOPPING):
+            return
+        if self._sync_deadline is not None and self._sync_deadline.active():
+            self._sync_deadline.cancel()
+        self._alert("pm", 2, Level.INFO, "Shutting down the cluster daemon...")
+        self._set_service(ClusterServiceState.STOPPING)
+        moves = []
+        for name in sorted(self.groups, key=lambda n: self._groups_by_name[n].gid):
+            group = self.groups[name]
+            if not group.state.holds_resources:
+                continue
+            yield self._locked(name, group.deactivate, "CLUSTERSHUTDOWN")
+            if move_groups and name != keep_failed and group.state is GroupState.OFFLINE \
+                    and self._groups_by_name[name].failover_auto:
+                moves.append(name)
+        self._set_service(ClusterServiceState.STOPPED)
+        for name in moves:
+            target = placement.choose_server(self._groups_by_name[name], self.eligible() - {self.local},
+                                             self.holders(), self._groups_by_name)
+            if target is None:
+                self._alert("rc", 61, Level.ERROR, f"There is no appropriate destination for the group {name}.")
+                continue
+            self._alert("rc", 60, Level.INFO,
+                        f"Server {target} has been set as the destination for the group {name} "
+                        f"(reason: cluster service stopped on {self.local}).")
+            try:
+                yield self.peers.call(target, "group_start_local", group=name, event="FAILOVER")
+            except Exception as e:
+                self._alert("rc", 61, Level.ERROR, f"Failed to start group {name} on {target}: {e}")
+        self.on_service_stopped()
+
+    def suspend(self):
+        if self.service is not ClusterServiceState.RUNNING:
+            raise OperationError(f"cannot suspend: the cluster service is {self.service.value.lower()}")
+        self._set_service(ClusterServiceState.SUSPENDED)
+        self._alert("cl", 5, Level.INFO, "Suspend of the cluster service was requested.")
+
+    def resume(self):
+        if self.service is not ClusterServiceState.SUSPENDED:
+            raise OperationError(f"cannot resume: the cluster service is {self.service.value.lower()}")
+        self._set_service(ClusterServiceState.RUNNING)
+        self._alert("cl", 7, Level.INFO, "Resume of the cluster service was requested.")
+        self._check_dual_activation()
+
+    # -- membership events ---------------------------------------------------
+
+    def server_up(self, server, incarnation):
+        self._alert("nm", 1, Level.INFO, f"Server {server} has started.")
+
+    def server_down(self, server):
+        self._alert("nm", 2, Level.WARNING, f"Server {server} has been stopped.")
+        report = self.reports.pop(server, None)
+        held = [g for g, s in (report.groups if report else {}).items()
+                if GroupState(s).holds_resources and g in self._groups_by_name]
+        self._failover_from(server, held)
+        self._check_sync()
+
+    def server_restarted(self, server, old, new):
+        """The peer's daemon restarted faster than the heartbeat timeout: what
+        its old incarnation held is gone."""
+        self._alert("nm", 2, Level.WARNING, f"Server {server} has been restarted.")
+        report = self.reports.get(server)
+        if report is not None and report.incarnation != str(new):
+            self.reports.pop(server)
+            held = [g for g, s in report.groups.items()
+                    if GroupState(s).holds_resources and g in self._groups_by_name]
+            self._failover_from(server, held)
+
+    def path_state_changed(self, server, path, old, new):
+        if new is PathState.ERROR:
+            self._alert("nm", 4, Level.WARNING, f"Resource {path} of server {server} has stopped.")
+        elif new is PathState.NORMAL and old is PathState.ERROR:
+            self._alert("nm", 3, Level.INFO, f"Resource {path} of server {server} has started.")
+        self.on_state_change()
+
+    def _failover_from(self, server, held):
+        if not held:
+            return
+        if self.service is not ClusterServiceState.RUNNING:
+            if self.service is ClusterServiceState.SUSPENDED:
+                self._alert("rc", 61, Level.WARNING,
+                            f"The cluster is suspended: groups {', '.join(held)} of {server} are not failed over.")
+            return
+        movable = [g for g in held if self._groups_by_name[g].failover_auto]
+        for g in set(held) - set(movable):
+            self._alert("rc", 61, Level.WARNING, f"Group {g} is not failed over (manual failover).")
+        plan = placement.plan_failover(server, movable, self.eligible(), self.holders(), self._groups_by_name)
+        for name, target in plan:
+            if target is None:
+                self._alert("rc", 61, Level.ERROR, f"There is no appropriate destination for the group {name}.")
+            elif target == self.local:
+                self._alert("rc", 60, Level.INFO,
+                            f"Server {target} has been set as the destination for the group {name} "
+                            f"(reason: server {server} down).")
+                self._run(self.start_group_local(name, "FAILOVER"), f"failover {name}")
+
+    # -- peer reports --------------------------------------------------------
+
+    def peer_report(self, server, data):
+        """A peer's state report arrived (pushed or fetched)."""
+        if self.config.server(server) is None or server == self.local:
+            return
+        report = PeerReport.from_dict(data)
+        old = self.reports.get(server)
+        if old is not None and old.incarnation == report.incarnation and report.version < old.version:
+            return  # an older report overtaken by a newer one
+        self.reports[server] = report
+        if not self._peer_up(server):
+            return
+        self._check_sync()
+        self._check_dual_activation()
+        if report.service == ClusterServiceState.RUNNING.value and (
+                old is None or old.service != report.service):
+            self._check_failback()
+        self.on_state_change()
+
+    def peer_digest(self, server, incarnation, version):
+        """A heartbeat told us the peer's placement version; True if our copy is stale."""
+        report = self.reports.get(server)
+        return report is None or report.incarnation != str(incarnation) or report.version < version
+
+    def _check_dual_activation(self):
+        if self.service is not ClusterServiceState.RUNNING:
+            return
+        for name, group in self.groups.items():
+            if not group.state.holds_resources:
+                self._dual_alerted.discard(name)
+                continue
+            holders = self.holders_of(name)
+            if len(holders) < 2:
+                self._dual_alerted.discard(name)
+                continue
+            if name not in self._dual_alerted:
+                self._dual_alerted.add(name)
+                self._alert("rc", 92, Level.ERROR,
+                            f"Group {name} has started on more than one server ({', '.join(holders)}).")
+            if holders[0] != self.local and name not in self._busy:
+                self._alert("rc", 20, Level.WARNING,
+                            f"Stopping group {name} on {self.local}: it is also active on the "
+                            f"higher-priority server {holders[0]}.")
+                self._run(self._locked(name, group.deactivate, "DUALACTIVATION"), f"stop duplicate {name}")
+
+    def _check_failback(self):
+        if self.service is not ClusterServiceState.RUNNING:
+            return
+        eligible = self.eligible()
+        holders = self.holders()
+        for name, group in self.groups.items():
+            cfg = self._groups_by_name[name]
+            if not cfg.failback_auto or group.state is not GroupState.ONLINE or name in self._busy:
+                continue
+            target = placement.failback_target(cfg, self.local, eligible, holders, self._groups_by_name)
+            if target is not None:
+                self._alert("rc", 74, Level.INFO, f"Failback of group {name} to {target} has started.")
+                self._run(self._move_local(name, target), f"failback {name}")
+
+    # -- local group actions -------------------------------------------------
+
+    def _run(self, d, what):
+        def report(f):
+            if f.check(OperationError):
+                log.warn("{what}: {e}", what=what, e=f.value)
+            else:
+                log.failure("{what} failed", f, what=what)
+
+        d.addErrback(report)
+        return d
+
+    def _locked(self, name, fn, *args, **kwargs):
+        return self.groups[name].lock.run(fn, *args, **kwargs)
+
+    def _require_running(self):
+        if self.service is not ClusterServiceState.RUNNING:
+            raise OperationError(f"the cluster service on {self.local} is {self.service.value.lower()}")
+
+    def _group(self, name):
+        if name not in self.groups:
+            raise OperationError(f"no such group: {name}")
+        return self.groups[name]
+
+    @defer.inlineCallbacks
+    def start_group_local(self, name, event="START"):
+        """Activate a group here, escalating on failure (retry, fail over, final action)."""
+        self._require_running()
+        group = self._group(name)
+        elsewhere = [s for s in self.holders_of(name) if s != self.local]
+        if elsewhere:
+            raise OperationError(f"group {name} is already active on {elsewhere[0]}")
+        if name in self._busy:
+            raise OperationError(f"group {name} is busy: {self._busy[name]}")
+        self._busy[name] = "starting"
+        try:
+            self._alert("rc", 10, Level.INFO, f"Start group {name} (event {event}).")
+            eligible_elsewhere = lambda: placement.next_server(  # noqa: E731
+                self._groups_by_name[name], self.local, self.eligible(), self.holders(), self._groups_by_name)
+            outcome = yield self._locked(
+                name, group.activate, event, "", lambda rcfg: self.escalation.decide(
+                    rcfg, eligible_elsewhere() is not None))
+        finally:
+            self._busy.pop(name, None)
+        if outcome.ok:
+            self.escalation.reset_group(name)
+            self._alert("rc", 11, Level.INFO, f"Group {name} has started.")
+            self._check_dual_activation()
+            return {"message": f"group {name} started on {self.local}"}
+        self._alert("rc", 12, Level.ERROR, f"Failed to start group {name} ({outcome.resource}: {outcome.error}).")
+        if outcome.failover:
+            target = eligible_elsewhere()
+            if target is None:
+                self._alert("rc", 61, Level.ERROR, f"There is no appropriate destination for the group {name}.")
+                raise OperationError(f"group {name} failed on {self.local} and has no other server")
+            self._alert("rc", 60, Level.INFO,
+                        f"Server {target} has been set as the destination for the group {name} "
+                        f"(reason: {outcome.resource} activation failed).")
+            self._run(self.peers.call(target, "group_start_local", group=name, event="FAILOVER"),
+                      f"failover {name} to {target}")
+            return {"message": f"group {name} failed on {self.local}; failing over to {target}"}
+        if outcome.final_action is not None:
+            yield self._final_action(outcome.final_action, name, outcome)
+        raise OperationError(f"group {name} failed to start on {self.local}: {outcome.resource}: {outcome.error}")
+
+    @defer.inlineCallbacks
+    def _final_action(self, action, group_name, outcome):
+        self._alert("rc", 200, Level.ERROR,
+                    f"Final action for {outcome.resource} of group {group_name}: {action.words}.")
+        if action in (FinalAction.STOP_CLUSTER_SERVICE, FinalAction.STOP_SERVICE_AND_SHUTDOWN,
+                      FinalAction.STOP_SERVICE_AND_REBOOT):
+            yield self.stop_service(move_groups=True, keep_failed=group_name)
+        if action is FinalAction.STOP_SERVICE_AND_SHUTDOWN:
+            yield self.os_actions.run("shutdown", f"final action of {outcome.resource}")
+        elif action is FinalAction.STOP_SERVICE_AND_REBOOT:
+            yield self.os_actions.run("reboot", f"final action of {outcome.resource}")
+
+    @defer.inlineCallbacks
+    def stop_group_local(self, name, factor="GROUPSTOP"):
+        group = self._group(name)
+        if name in self._busy:
+            raise OperationError(f"group {name} is busy: {self._busy[name]}")
+        self._busy[name] = "stopping"
+        try:
+            self._alert("rc", 20, Level.INFO, f"Stop group {name}.")
+            outcome = yield self._locked(name, group.deactivate, factor)
+        finally:
+            self._busy.pop(name, None)
+        if not outcome.ok:
+            self._alert("rc", 22, Level.ERROR, f"Failed to stop group {name} ({outcome.resource}: {outcome.error}).")
+            if outcome.final_action is not None:
+                yield self._final_action(outcome.final_action, name, outcome)
+            raise OperationError(f"group {name} failed to stop on {self.local}: {outcome.resource}: {outcome.error}")
+        self._alert("rc", 21, Level.INFO, f"Group {name} has stopped.")
+        return {"message": f"group {name} stopped on {self.local}"}
+
+    @defer.inlineCallbacks
+    def _move_local(self, name, target):
+        yield self.stop_group_local(name, factor="GROUPMOVE")
+        result = yield self.peers.call(target, "group_start_local", group=name, event="START")
+        return result
+
+    def _resource_group(self, resource):
+        rcfg = self.config.resource(resource)
+        if rcfg is None or rcfg.group not in self.groups:
+            raise OperationError(f"no such resource: {resource}")
+        return self.groups[rcfg.group]
+
+    @defer.inlineCallbacks
+    def start_resource_local(self, resource):
+        self._require_running()
+        group = self._resource_group(resource)
+        elsewhere = [s for s in self.holders_of(group.name) if s != self.local]
+        if elsewhere:
+            raise OperationError(f"group {group.name} of {resource} is active on {elsewhere[0]}")
+        outcome = yield self._locked(group.name, group.activate_resource, resource)
+        if not outcome.ok:
+            raise OperationError(f"resource {resource} failed to start: {outcome.error}")
+        return {"message": f"resource {resource} started on {self.local}"}
+
+    @defer.inlineCallbacks
+    def stop_resource_local(self, resource):
+        group = self._resource_group(resource)
+        outcome = yield self._locked(group.name, group.deactivate_resource, resource)
+        if not outcome.ok:
+            raise OperationError(f"resource {resource} failed to stop: {outcome.error}")
+        return {"message": f"resource {resource} stopped on {self.local}"}
+
+    # -- operator requests (may involve other servers) -------------------------
+
+    def _server_name(self, server):
+        if server and self.config.server(server) is None:
+            raise OperationError(f"no such server: {server}")
+        return server
+
+    def _call(self, server, op, **args):
+        """Run op on server: locally or through the peer channel."""
+        if server == self.local:
+            return defer.maybeDeferred(self.handle_call, op, args)
+        if not self._peer_up(server):
+            return defer.fail(OperationError(f"server {server} is not running"))
+        return self.peers.call(server, op, **args)
+
+    def _group_names(self, name):
+        if name:
+            self._group(name)
+            return [name]
+        return [g.name for g in sorted(self.config.groups, key=lambda g: g.gid)]
+
+    @defer.inlineCallbacks
+    def op_group_start(self, name=None, server=None):
+        self._require_running()
+        self._server_name(server)
+        messages = []
+        for g in self._group_names(name):
+            holders = self.holders_of(g)
+            if holders:
+                if name:
+                    raise OperationError(f"group {g} is already active on {holders[0]}")
+                continue
+            target = server or placement.choose_server(self._groups_by_name[g], self.eligible(),
+                                                       self.holders(), self._groups_by_name)
+            if target is None:
+                raise OperationError(f"no server can start group {g} now")
+            result = yield self._call(target, "group_start_local", group=g, event="START")
+            messages.append(result.get("message", ""))
+        return {"message": "\n".join(m for m in messages if m) or "nothing to start"}
+
+    @defer.inlineCallbacks
+    def op_group_stop(self, name=None, server=None):
+        self._server_name(server)
+        messages = []
+        for g in self._group_names(name):
+            holders = self.holders_of(g)
+            if server:
+                holders = [h for h in holders if h == server]
+            if not holders:
+                if name:
+                    raise OperationError(f"group {g} is not active" + (f" on {server}" if server else ""))
+                continue
+            for h in holders:
+                result = yield self._call(h, "group_stop_local", group=g)
+                messages.append(result.get("message", ""))
+        return {"message": "\n".join(m for m in messages if m) or "nothing to stop"}
+
+    @defer.inlineCallbacks
+    def op_group_move(self, name=None, server=None):
+        self._require_running()
+        self._server_name(server)
+        if not name:
+            raise OperationError("group move needs a group name")
+        self._group(name)
+        holders = self.holders_of(name)
+        if not holders:
+            raise OperationError(f"group {name} is not active")
+        current = holders[0]
+        cfg = self._groups_by_name[name]
+        if server:
+            if server == current:
+                raise OperationError(f"group {name} is already active on {server}")
+            if server not in self.eligible():
+                raise OperationError(f"server {server} is not running")
+            target = server
+        else:
+            target = placement.next_server(cfg, current, self.eligible(), self.holders(), self._groups_by_name)
+            if target is None:
+                raise OperationError(f"no other server can take group {name}")
+        self._alert("rc", 50, Level.INFO, f"Move group {name} from {current} to {target}.")
+        yield self._call(current, "group_stop_local", group=name, factor="GROUPMOVE")
+        yield self._call(target, "group_start_local", group=name, event="START")
+        self._alert("rc", 51, Level.INFO, f"Group {name} has moved to {target}.")
+        return {"message": f"group {name} moved from {current} to {target}"}
+
+    def _resource_holder(self, resource, server):
+        rcfg = self.config.resource(resource)
+        if rcfg is None:
+            raise OperationError(f"no such resource: {resource}")
+        self._server_name(server)
+        holders = self.holders_of(rcfg.group)
+        return rcfg, holders
+
+    def op_resource_start(self, resource, server=None):
+        self._require_running()
+        rcfg, holders = self._resource_holder(resource, server)
+        target = server or (holders[0] if holders else self.local)
+        if holders and target != holders[0]:
+            raise OperationError(f"group {rcfg.group} of {resource} is active on {holders[0]}")
+        return self._call(target, "resource_start_local", resource=resource)
+
+    def op_resource_stop(self, resource, server=None):
+        rcfg, holders = self._resource_holder(resource, server)
+        target = server or (holders[0] if holders else None)
+        if target is None:
+            raise OperationError(f"resource {resource} is not active")
+        return self._call(target, "resource_stop_local", resource=resource)
+
+    @defer.inlineCallbacks
+    def op_cluster(self, action, all_servers=False):
+        """clpcl: start|stop|restart|suspend|resume, here or on every server."""
+        if action not in ("start", "stop", "restart", "suspend", "resume"):
+            raise OperationError(f"unknown cluster action: {action}")
+        targets = [s.name for s in self.config.servers] if all_servers else [self.local]
+        results = []
+        for server in targets:
+            if server != self.local and not self._peer_up(server):
+                results.append({"server": server, "ok": False, "message": "server is not reachable"})
+                continue
+            try:
+                yield self._call(server, "cluster_local", action=action, move=not all_servers)
+                results.append({"server": server, "ok": True, "message": "Command succeeded."})
+            except Exception as e:
+                results.append({"server": server, "ok": False, "message": str(e)})
+        failed = [r for r in results if not r["ok"]]
+        if failed and len(failed) == len(results):
+            raise OperationError("; ".join(f"{r['server']}: {r['message']}" for r in failed))
+        return {"servers": results, "message": "\n".join(
+            f"{action.capitalize()} {r['server']} : {r['message']}" for r in results)}
+
+    @defer.inlineCallbacks
+    def cluster_local(self, action, move=True):
+        if action == "start":
+            self.start_service()
+        elif action == "stop":
+            yield self.stop_service(move_groups=move)
+        elif action == "restart":
+            yield self.stop_service(move_groups=move)
+            self.start_service()
+        elif action == "suspend":
+            self.suspend()
+        elif action == "resume":
+            self.resume()
+        return {"message": "Command succeeded."}
+
+    # -- requests from peers -------------------------------------------------
+
+    def handle_call(self, op, args):
+        """Dispatch a request forwarded by a peer (or by ourselves)."""
+        if op == "group_start_local":
+            return self.start_group_local(args["group"], args.get("event", "START"))
+        if op == "group_stop_local":
+            return self.stop_group_local(args["group"], args.get("factor", "GROUPSTOP"))
+        if op == "resource_start_local":
+            return self.start_resource_local(args["resource"])
+        if op == "resource_stop_local":
+            return self.stop_resource_local(args["resource"])
+        if op == "cluster_local":
+            return self.cluster_local(args["action"], bool(args.get("move", True)))
+        if op == "get_state":
+            return self.local_report()
+        raise OperationError(f"unknown request: {op}")
+
+    # -- status ----------------------------------------------------------------
+
+    def server_status(self, server):
+        if server == self.local:
+            return {
+                ClusterServiceState.RUNNING: ServerState.ONLINE,
+                ClusterServiceState.STARTING: ServerState.ONLINE,
+                ClusterServiceState.SUSPENDED: ServerState.SUSPEND,
+            }.get(self.service, ServerState.OFFLINE)
+        if not self._peer_up(server):
+            return ServerState.OFFLINE
+        report = self.reports.get(server)
+        if report is None:
+            return ServerState.UNKNOWN
+        if report.service == ClusterServiceState.SUSPENDED.value:
+            return ServerState.SUSPEND
+        if report.service not in _TAKING:
+            return ServerState.OFFLINE
+        states = self.membership.path_states(server).values()
+        if any(s is not PathState.NORMAL for s in states):
+            return ServerState.CAUTION
+        return ServerState.ONLINE
+
+    def status(self):
+        view = self.view()
+        servers = []
+        for s in self.config.servers:
+            if s.name == self.local:
+                paths = {hb.name: PathState.NORMAL for hb in self.config.heartbeats}
+            elif self.membership is not None:
+                paths = self.membership.path_states(s.name)
+            else:
+                paths = {}
+            servers.append({
+                "name": s.name, "status": self.server_status(s.name).value, "priority": s.priority,
+                "heartbeats": [{"name": hb.name, "type": hb.kind,
+                                "status": paths.get(hb.name, PathState.UNKNOWN).value}
+                               for hb in self.config.heartbeats],
+            })
+        groups, resources = [], []
+        for g in sorted(self.config.groups, key=lambda g: g.gid):
+            holders = self.holders_of(g.name)
+            current = holders[0] if holders else ""
+            state = view[current][g.name] if current else GroupState.OFFLINE.value
+            groups.append({"name": g.name, "status": state, "current": current,
+                           "resources": list(g.resources)})
+            for rname in g.resources:
+                rcfg = self.config.resource(rname)
+                if current == self.local:
+                    rstate = self.groups[g.name].resource_states[rname].value
+                elif current:
+                    rstate = self.reports[current].resources.get(rname, "Unknown")
+                else:
+                    rstate = "Offline"
+                resources.append({"name": rname, "type": rcfg.type, "status": rstate,
+                                  "current": current, "group": g.name})
+        local_state = self.server_status(self.local)
+        return {
+            "cluster": {"name": self.config.name,
+                        "status": "Online" if local_state in (ServerState.ONLINE, ServerState.CAUTION)
+                        else local_state.value},
+            "local": self.local,
+            "service": self.service.value,
+            "servers": servers,
+            "groups": groups,
+            "resources": resources,
+            "monitors": [],
+        }

@@ -1,0 +1,311 @@
+"""Internal communication service (TCP 29001): TLS-encrypted AMP between servers.
+
+Listens on this server's address; keeps one authenticated outbound link to
+every peer (reconnecting with back-off). State reports are pushed on the
+outbound link; requests from peers arrive on inbound connections and go to
+the controller. Implements IPeerChannel for the controller.
+"""
+
+import datetime
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from OpenSSL import crypto
+from twisted.application import service
+from twisted.application.internet import ClientService, backoffPolicy
+from twisted.internet import defer, endpoints, protocol, ssl
+from twisted.logger import Logger
+from twisted.protocols import amp
+from zope.interface import implementer
+
+from cpro.cluster.controller import OperationError
+from cpro.cluster.states import Level
+from cpro.interfaces import IPeerChannel
+from cpro.protocols import internal as wire
+
+log = Logger()
+
+
+def make_tls_identity(common_name):
+    """A throwaway self-signed certificate (the channel is authenticated by the
+    cluster key, not by a PKI)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=3650))
+            .sign(key, hashes.SHA256()))
+    return crypto.PKey.from_cryptography_key(key), crypto.X509.from_cryptography(cert)
+
+
+class InternalProtocol(amp.AMP):
+    """One connection, inbound or outbound."""
+
+    def __init__(self, hub, outbound_peer=None):
+        super().__init__()
+        self.hub = hub
+        self.peer = None  # authenticated peer name (inbound side)
+        self.config_ok = False  # the peer runs our configuration (else: GetConfig only)
+        self.outbound_peer = outbound_peer
+        self._server_nonce = None
+        self.on_lost = None
+
+    def locateResponder(self, name):
+        if self.outbound_peer is None and name not in (b"Challenge", b"Authenticate"):
+            if self.peer is None:
+                log.warn("unauthenticated internal request {n} dropped", n=name)
+                self.transport.loseConnection()
+                return None
+            if not self.config_ok and name != b"GetConfig":
+                log.warn("request {n} from {p} refused: its configuration differs", n=name, p=self.peer)
+                return None
+        return super().locateResponder(name)
+
+    def connectionLost(self, reason):
+        super().connectionLost(reason)
+        if self.on_lost is not None:
+            self.on_lost(self)
+
+    # -- server side --------------------------------------------------------
+
+    @wire.Challenge.responder
+    def challenge(self):
+        self._server_nonce = wire.new_nonce()
+        return {"nonce": self._server_nonce}
+
+    @wire.Authenticate.responder
+    def authenticate(self, cluster, server, incarnation, config, nonce, proof):
+        hub = self.hub
+        if self._server_nonce is None or cluster != hub.config.name or server == hub.local \
+                or hub.config.server(server) is None:
+            hub.auth_failed(server, "unknown cluster or server")
+            raise wire.AuthenticationFailed("unknown cluster or server")
+        expected = wire.proof(hub.config.key, "client", cluster, server, self._server_nonce, nonce,
+                              hub.fingerprint, config)
+        if not wire.proofs_equal(expected, proof):
+            hub.auth_failed(server, "bad proof (wrong cluster key?)")
+            raise wire.AuthenticationFailed("authentication failed")
+        self.peer = server
+        self.config_ok = config == hub.config.digest
+        if not self.config_ok:
+            hub.config_mismatch(server, f"{server} has {config[:12]}, {hub.local} has {hub.config.digest[:12]}")
+        return {"server": hub.local, "incarnation": hub.incarnation, "config": hub.config.digest,
+                "proof": wire.proof(hub.config.key, "server", cluster, server, self._server_nonce, nonce,
+                                    hub.fingerprint, config)}
+
+    @wire.PushState.responder
+    def push_state(self, report):
+        if self.peer is not None:
+            self.hub.controller.peer_report(self.peer, report)
+        return {}
+
+    @wire.Call.responder
+    def call(self, op, args):
+        d = defer.maybeDeferred(self.hub.controller.handle_call, op, args)
+
+        def refused(f):
+            if f.check(OperationError, KeyError, ValueError):
+                raise wire.OperationRefused(str(f.value))
+            log.failure("request {op} from {p} failed", f, op=op, p=self.peer)
+            raise wire.OperationRefused(f"internal error: {f.value}")
+
+        d.addCallbacks(lambda r: {"result": r or {}}, refused)
+        return d
+
+    @wire.GetConfig.responder
+    def get_config(self, offset):
+        data = self.hub.config.source.encode()
+        chunk = data[offset:offset + 50000] if 0 <= offset else b""
+        return {"digest": self.hub.config.digest, "chunk": chunk, "total": len(data)}
+
+
+class _Factory(protocol.Factory):
+    def __init__(self, hub, peer=None):
+        self.hub = hub
+        self.peer = peer
+
+    def buildProtocol(self, addr):
+        p = InternalProtocol(self.hub, outbound_peer=self.peer)
+        p.factory = self
+        return p
+
+
+class PeerLink:
+    """The authenticated outbound connection to one peer."""
+
+    def __init__(self, hub, server_config):
+        self.hub = hub
+        self.name = server_config.name
+        self.protocol = None
+        self.config_mismatch = False
+        local = hub.config.server(hub.local)
+        endpoint = endpoints.SSL4ClientEndpoint(
+            hub.reactor, server_config.address, server_config.ports.internal,
+            ssl.CertificateOptions(), timeout=5, bindAddress=(local.address, 0))
+        self.service = ClientService(
+            endpoint, _Factory(hub, peer=self.name), clock=hub.reactor,
+            retryPolicy=backoffPolicy(initialDelay=0.2, maxDelay=2.0, factor=1.5, jitter=lambda: 0.0),
+            prepareConnection=self._authenticate)
+
+    @defer.inlineCallbacks
+    def _authenticate(self, p):
+        hub = self.hub
+        try:
+            r = yield p.callRemote(wire.Challenge)
+            server_nonce = r["nonce"]
+            cert = p.transport.getPeerCertificate()
+            fp = wire.fingerprint(cert)
+            nonce = wire.new_nonce()
+            r = yield p.callRemote(
+                wire.Authenticate, cluster=hub.config.name, server=hub.local,
+                incarnation=hub.incarnation, config=hub.config.digest, nonce=nonce,
+                proof=wire.proof(hub.config.key, "client", hub.config.name, hub.local, server_nonce,
+                                 nonce, fp, hub.config.digest))
+            expected = wire.proof(hub.config.key, "server", hub.config.name, hub.local, server_nonce,
+                                  nonce, fp, hub.config.digest)
+            if r["server"] != self.name or not wire.proofs_equal(expected, r["proof"]):
+                raise wire.AuthenticationFailed(f"{self.name} failed to prove the cluster key")
+        except Exception as e:
+            hub.auth_failed(self.name, str(e))
+            p.transport.loseConnection()
+            raise
+        if r["config"] != hub.config.digest:
+            # Authenticated, but another configuration: only GetConfig is allowed.
+            try:
+                yield hub.config_mismatch(self.name, f"{self.name} has {r['config'][:12]}, "
+                                                     f"{hub.local} has {hub.config.digest[:12]}", via=p)
+            finally:
+                p.transport.loseConnection()
+            raise wire.AuthenticationFailed(f"configuration of {self.name} differs")
+        self.protocol = p
+        p.on_lost = self._lost
+        hub.link_up(self)
+
+    def _lost(self, p):
+        if self.protocol is p:
+            self.protocol = None
+            self.hub.link_down(self)
+
+    def call(self, command, **kwargs):
+        if self.protocol is None:
+            return defer.fail(OperationError(f"no connection to server {self.name}"))
+        return self.protocol.callRemote(command, **kwargs)
+
+
+@implementer(IPeerChannel)
+class InternalService(service.MultiService):
+    def __init__(self, reactor, config, local, incarnation, controller, alerts):
+        super().__init__()
+        self.reactor = reactor
+        self.config = config
+        self.local = local
+        self.incarnation = incarnation
+        self.controller = controller
+        self.alerts = alerts
+        self.port = None
+        self.on_config_mismatch = lambda peer, detail, via: None
+        self._auth_alerted = set()
+        self._mismatch_alerted = set()
+        pkey, cert = make_tls_identity(f"cpro-{local}")
+        self._tls = ssl.CertificateOptions(privateKey=pkey, certificate=cert)
+        self.fingerprint = wire.fingerprint(cert)
+        self.links = {}
+        for s in config.servers:
+            if s.name != local:
+                link = PeerLink(self, s)
+                self.links[s.name] = link
+                link.service.setServiceParent(self)
+
+    def listen(self):
+        """Bind the listening port (raises CannotListenError)."""
+        local = self.config.server(self.local)
+        self.port = self.reactor.listenSSL(local.ports.internal, _Factory(self), self._tls,
+                                           interface=local.address)
+
+    def stopService(self):
+        d = defer.maybeDeferred(super().stopService)
+        if self.port is not None:
+            port, self.port = self.port, None
+            d.addCallback(lambda _: port.stopListening())
+        return d
+
+    # -- link events ---------------------------------------------------------
+
+    def link_up(self, link):
+        self._auth_alerted.discard(link.name)
+        log.info("internal link to {p} is up", p=link.name)
+        link.call(wire.PushState, report=self.controller.local_report()).addErrback(
+            lambda f: log.warn("push to {p} failed: {e}", p=link.name, e=f.getErrorMessage()))
+        self.refresh(link.name)
+
+    def link_down(self, link):
+        log.info("internal link to {p} is down", p=link.name)
+
+    def refresh(self, server):
+        """Fetch a peer's state report now."""
+        link = self.links.get(server)
+        if link is None or link.protocol is None:
+            return defer.succeed(None)
+        d = link.call(wire.Call, op="get_state", args={})
+        d.addCallback(lambda r: self.controller.peer_report(server, r["result"]))
+        d.addErrback(lambda f: log.warn("state fetch from {p} failed: {e}", p=server, e=f.getErrorMessage()))
+        return d
+
+    def auth_failed(self, server, why):
+        if server not in self._auth_alerted:
+            self._auth_alerted.add(server)
+            self.alerts.emit("nm", 80, Level.ERROR,
+                             f"Internal communication with {server} failed authentication: {why}")
+
+    def config_mismatch(self, server, detail, via=None):
+        """A peer runs another configuration. via: an outbound connection on
+        which its configuration can still be fetched."""
+        if server not in self._mismatch_alerted:
+            self._mismatch_alerted.add(server)
+            self.alerts.emit("pm", 10, Level.ERROR,
+                             f"The configuration of {server} differs from this server's ({detail}).")
+        return defer.maybeDeferred(self.on_config_mismatch, server, detail, via)
+
+    @defer.inlineCallbacks
+    def fetch_config(self, p):
+        """(digest, text) of the configuration of the peer at the other end of p."""
+        chunks, offset, total, digest = [], 0, None, ""
+        while total is None or offset < total:
+            r = yield p.callRemote(wire.GetConfig, offset=offset)
+            total, digest = r["total"], r["digest"]
+            if not r["chunk"]:
+                break
+            chunks.append(r["chunk"])
+            offset += len(r["chunk"])
+        return digest, b"".join(chunks).decode()
+
+    # -- IPeerChannel -----------------------------------------------------------
+
+    def call(self, server, op, **args):
+        link = self.links.get(server)
+        if link is None:
+            return defer.fail(OperationError(f"no such server: {server}"))
+        d = link.call(wire.Call, op=op, args=args)
+
+        def unwrap(r):
+            return r["result"]
+
+        def refused(f):
+            if f.check(wire.OperationRefused):
+                raise OperationError(str(f.value))
+            raise OperationError(f"request to {server} failed: {f.getErrorMessage()}")
+
+        d.addCallbacks(unwrap, refused)
+        return d
+
+    def broadcast_state(self, report):
+        for link in self.links.values():
+            if link.protocol is not None:
+                link.call(wire.PushState, report=report).addErrback(lambda f: None)
+
+    def connected_servers(self):
+        return [n for n, link in self.links.items() if link.protocol is not None]

@@ -1,0 +1,233 @@
+"""The cluster node: one MultiService wiring every part of a cpro server.
+
+Children, in start order: alert log, internal communication, heartbeats,
+admin port. The controller (cluster/controller.py) decides; this module only
+connects events to it and its requests to the services. Bindings happen in
+`bind()`, called before the reactor runs, so that a port in use ends the
+daemon with a documented exit code instead of a traceback.
+"""
+
+import errno
+import os
+import time
+
+from twisted.application import service
+from twisted.internet import defer, error
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from cpro import exitcodes
+from cpro.cluster.controller import ClusterController, OperationError
+from cpro.cluster.group import LocalGroup
+from cpro.cluster.membership import Membership
+from cpro.cluster.states import ClusterServiceState, Level
+from cpro.protocols import admin as admin_protocol
+from cpro.protocols.heartbeat import StateDigest, new_incarnation
+from cpro.resources.exec import ExecResource
+from cpro.services.alerts import AlertLog
+from cpro.services.heartbeat import HeartbeatBindError, HeartbeatService
+from cpro.services.internal import InternalService
+from cpro.services.osactions import OSActions
+
+log = Logger()
+
+RESOURCE_TYPES = {"exec": ExecResource}
+
+
+class _MembershipEvents:
+    """Membership listener: forwards to the controller, keeps the node informed."""
+
+    def __init__(self, node):
+        self.node = node
+
+    def path_state_changed(self, server, path, old, new):
+        self.node.controller.path_state_changed(server, path, old, new)
+
+    def server_up(self, server, incarnation):
+        self.node.controller.server_up(server, str(incarnation))
+        self.node.internal.refresh(server)
+
+    def server_down(self, server):
+        self.node.controller.server_down(server)
+
+    def server_restarted(self, server, old, new):
+        self.node.controller.server_restarted(server, str(old), str(new))
+        self.node.internal.refresh(server)
+
+
+@implementer(admin_protocol.IAdminHandler)
+class AdminHandler:
+    """Admin verbs -> controller operations."""
+
+    def __init__(self, node):
+        self.node = node
+
+    def execute(self, request):
+        c = self.node.controller
+        verb, action = request.verb, request.action
+        try:
+            if verb == "status":
+                return c.status()
+            if verb == "alerts":
+                alerts = self.node.alerts.recent(request.count or 100)
+                return {"alerts": [a.to_dict() if hasattr(a, "to_dict") else dict(a.__dict__) for a in alerts]}
+            if verb == "cluster":
+                return c.op_cluster(action, bool(request.all)).addErrback(self._refused)
+            if verb == "group":
+                op = {"start": c.op_group_start, "stop": c.op_group_stop, "move": c.op_group_move}[action]
+                return op(request.target, request.server).addErrback(self._refused)
+            if verb == "resource":
+                op = {"start": c.op_resource_start, "stop": c.op_resource_stop}[action]
+                return defer.maybeDeferred(op, request.target, request.server).addErrback(self._refused)
+        except OperationError as e:
+            raise admin_protocol.AdminError(str(e))
+        raise admin_protocol.AdminError(f"unsupported request: {verb} {action or ''}".strip())
+
+    @staticmethod
+    def _refused(failure):
+        failure.trap(OperationError)
+        raise admin_protocol.AdminError(str(failure.value))
+
+
+class ClusterNode(service.MultiService):
+    def __init__(self, reactor, config, local, state_dir, admin_endpoint, autostart=True):
+        super().__init__()
+        self.reactor = reactor
+        self.config = config
+        self.local = local
+        self.state_dir = state_dir
+        self.admin_endpoint = admin_endpoint
+        self.autostart = autostart
+        self.exit_code = None
+        self.incarnation = new_incarnation(time.time())
+        token = str(self.incarnation)
+        log_dir = os.path.join(state_dir, "log")
+        os.makedirs(log_dir, exist_ok=True)
+
+        self.alerts = AlertLog(reactor, config, local, log_dir, token)
+        self.alerts.setServiceParent(self)
+        self.os_actions = OSActions(reactor, config.os_actions, self.alerts, local)
+
+        groups = {}
+        for g in config.groups:
+            rcfgs = {n: config.resource(n) for n in g.resources}
+            resources = {n: RESOURCE_TYPES[r.type](reactor, r, log_dir) for n, r in rcfgs.items()}
+            groups[g.name] = LocalGroup(g, rcfgs, resources, local, self.alerts,
+                                        lambda: self.controller.notify_changed())
+        self.controller = ClusterController(reactor, config, local, groups, None, self.alerts,
+                                            self.os_actions, token)
+        self.internal = InternalService(reactor, config, local, token, self.controller, self.alerts)
+        self.internal.on_config_mismatch = self._config_mismatch
+        self.internal.setServiceParent(self)
+        self.controller.peers = self.internal
+        self.controller.on_state_change = self._state_changed
+
+        peers = [s.name for s in config.servers if s.name != local]
+        self.membership = Membership(reactor, local, peers, [hb.name for hb in config.heartbeats],
+                                     config.hb_timeout, _MembershipEvents(self), self.incarnation)
+        self.controller.membership = self.membership
+        self.heartbeat = HeartbeatService(reactor, config, local, self.incarnation, self._digest, self._on_beat)
+        self.heartbeat.setServiceParent(self)
+        self.admin_port = None
+        self._fetching = set()
+
+    # -- startup ---------------------------------------------------------------
+
+    def bind(self):
+        """Bind every port now; raises exitcodes.StartupError."""
+        try:
+            self.heartbeat.start_listening()
+        except HeartbeatBindError as e:
+            raise _bind_error(e, str(e)) from e
+        try:
+            self.internal.listen()
+        except error.CannotListenError as e:
+            raise _bind_error(e.socketError, f"internal communication port {e.interface}:{e.port}: "
+                                             f"{e.socketError}") from e
+        try:
+            self.alerts.start_listening()
+        except Exception as e:
+            raise _bind_error(e, f"alert port: {e}") from e
+
+    @defer.inlineCallbacks
+    def listen_admin(self):
+        try:
+            self.admin_port = yield admin_protocol.listen_admin(self.reactor, self.admin_endpoint,
+                                                                AdminHandler(self))
+        except Exception as e:
+            raise _bind_error(e, f"admin endpoint {self.admin_endpoint}: {e}") from e
+
+    def startService(self):
+        super().startService()
+        d = self.listen_admin()
+        d.addCallback(lambda _: self.controller.start_service() if self.autostart else None)
+        d.addErrback(self._fatal)
+
+    def _fatal(self, failure):
+        err = failure.value
+        code = getattr(err, "code", exitcodes.INTERNAL_ERROR)
+        log.failure("cpro cannot run", failure)
+        self.exit(code, str(err))
+
+    def exit(self, code, message):
+        """End the daemon with a documented exit code."""
+        self.exit_code = code
+        print(f"cpro: {message}", file=__import__("sys").stderr, flush=True)
+        if self.reactor.running:
+            self.reactor.stop()
+
+    @defer.inlineCallbacks
+    def stopService(self):
+        if self.controller.service not in (ClusterServiceState.STOPPED,):
+            try:
+                yield self.controller.stop_service(move_groups=True)
+            except Exception:
+                log.failure("stopping the cluster service failed")
+        self.membership.stop()
+        if self.admin_port is not None:
+            yield self.admin_port.stopListening()
+        yield super().stopService()
+
+    # -- events ----------------------------------------------------------------
+
+    def _digest(self):
+        return StateDigest(config=self.config.digest, placement=self.controller.version,
+                           service=self.controller.service.value)
+
+    def _state_changed(self):
+        if self.running:
+            self.internal.broadcast_state(self.controller.local_report())
+            self.heartbeat.send_now()
+
+    def _on_beat(self, path, packet):
+        self.membership.beat(packet.sender, path, packet.incarnation)
+        if packet.digest.config != self.config.digest:
+            return
+        if self.controller.peer_digest(packet.sender, str(packet.incarnation), packet.digest.placement) \
+                and packet.sender not in self._fetching:
+            self._fetching.add(packet.sender)
+            self.internal.refresh(packet.sender).addBoth(lambda _: self._fetching.discard(packet.sender))
+
+    @defer.inlineCallbacks
+    def _config_mismatch(self, server, detail, via):
+        """A starting server refuses to run with another configuration than the master's."""
+        if via is None or server != self.config.master.name or self.local == server \
+                or self.controller.service not in (ClusterServiceState.STARTING, ClusterServiceState.STOPPED):
+            return
+        saved = os.path.join(self.state_dir, "clp.conf.master")
+        try:
+            digest, text = yield self.internal.fetch_config(via)
+            with open(saved, "w") as f:
+                f.write(text)
+            where = f"the master's copy is saved in {saved}"
+        except Exception as e:
+            where = f"fetching the master's copy failed: {e}"
+        self.exit(exitcodes.CONFIG_MISMATCH,
+                  f"the configuration differs from the master {server}'s ({detail}); refusing to run; {where}")
+
+
+def _bind_error(exc, message):
+    err = getattr(exc, "errno", None)
+    if err in (errno.EACCES, errno.EPERM):
+        return exitcodes.StartupError(exitcodes.PERMISSION_DENIED, message)
+    return exitcodes.StartupError(exitcodes.ADDRESS_IN_USE, message)

@@ -1,0 +1,44 @@
+"""OS-level actions (shut down, reboot) through configurable commands.
+
+Production runs the real commands; tests, demos and benchmarks configure
+harmless ones (clp.conf <osaction>), so nothing here ever powers a host off
+by itself.
+"""
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from cpro.cluster.states import Level
+from cpro.interfaces import IOSActions
+from cpro.resources.process import run_command
+
+log = Logger()
+
+
+@implementer(IOSActions)
+class OSActions:
+    def __init__(self, reactor, commands, alerts, local, timeout=60.0):
+        self._reactor = reactor
+        self._commands = commands
+        self._alerts = alerts
+        self._local = local
+        self._timeout = timeout
+
+    @defer.inlineCallbacks
+    def run(self, action, reason):
+        argv = getattr(self._commands, action, None)
+        if not argv:
+            raise ValueError(f"unknown OS action: {action}")
+        self._alerts.emit("pm", 90, Level.WARNING,
+                          f"Running OS action '{action}' on {self._local} ({reason}): {' '.join(argv)}")
+        env = {"CPRO_ACTION": action, "CPRO_REASON": reason, "CPRO_SERVER_NAME": self._local}
+        try:
+            result = yield run_command(self._reactor, list(argv), env=env, timeout=self._timeout)
+        except Exception as e:
+            self._alerts.emit("pm", 91, Level.ERROR, f"OS action '{action}' could not run: {e}")
+            return None
+        if result.exit_code != 0:
+            self._alerts.emit("pm", 91, Level.ERROR,
+                              f"OS action '{action}' failed (exit {result.exit_code}, signal {result.signal}).")
+        return result

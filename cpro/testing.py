@@ -1,0 +1,161 @@
+"""Fakes shipped with the package, for unit tests of cpro and of code built on it.
+
+Each fake provides the same interface as the real part (checked with
+verifyObject in the tests) and records what it was asked to do.
+"""
+
+from twisted.internet import defer
+from zope.interface import implementer
+
+from cpro.cluster.states import PathState
+from cpro.config.model import (ClusterConfig, Device, ExecParams, GroupConfig, HeartbeatConfig,
+                               OSActionCommands, Ports, ResourceConfig, ServerConfig)
+from cpro.interfaces import IAlertSink, IGroupResource, IOSActions, IPeerChannel
+from cpro.resources.base import ResourceError
+
+
+def make_config(servers=("srv1", "srv2"), groups=None, paths=1, hb_interval=0.1, hb_timeout=0.5,
+                sync_wait=30.0, key=b"test-key", name="testcluster"):
+    """A ClusterConfig built directly from the model (no XML).
+
+    @param groups: list of dicts: name, policy (tuple), resources (list of
+        names or dicts with name, act_retry, act_fo, act_action, deact_action),
+        start_auto, failover_auto, failback_auto, exclusive.
+    """
+    server_cfgs = []
+    for i, s in enumerate(servers):
+        devices = tuple(Device(id=p, type="lan", info=f"127.0.{p}.{i + 1}") for p in range(paths))
+        server_cfgs.append(ServerConfig(name=s, priority=i, devices=devices, ports=Ports(),
+                                        address=f"127.0.0.{i + 1}"))
+    heartbeats = tuple(HeartbeatConfig(name=f"lanhb{p + 1}", kind="lanhb", priority=p, device=p)
+                       for p in range(paths))
+    if groups is None:
+        groups = [{"name": "failover1", "resources": ["exec1"]}]
+    group_cfgs, resource_cfgs = [], []
+    for gid, g in enumerate(groups):
+        names = []
+        for r in g.get("resources", []):
+            r = {"name": r} if isinstance(r, str) else r
+            names.append(r["name"])
+            resource_cfgs.append(ResourceConfig(
+                name=r["name"], type="exec", group=g["name"], depends=None,
+                act_retry=r.get("act_retry", 0), act_fo=r.get("act_fo", 1),
+                act_action=r.get("act_action", 1), deact_retry=r.get("deact_retry", 0),
+                deact_action=r.get("deact_action", 1),
+                params=ExecParams(start_path="/bin/true", stop_path=None, start_sync=True, stop_sync=True,
+                                  start_timeout=10, stop_timeout=10, userlog=None)))
+        group_cfgs.append(GroupConfig(
+            name=g["name"], gid=gid, policy=tuple(g.get("policy", servers)),
+            start_auto=g.get("start_auto", True), failover_auto=g.get("failover_auto", True),
+            failback_auto=g.get("failback_auto", False), exclusive=g.get("exclusive", 0),
+            resources=tuple(names)))
+    return ClusterConfig(
+        name=name, key=key, hb_interval=hb_interval, hb_timeout=hb_timeout,
+        startup_sync_wait=sync_wait, config_download_wait=10.0, ports=Ports(),
+        servers=tuple(server_cfgs), heartbeats=heartbeats, groups=tuple(group_cfgs),
+        resources=tuple(resource_cfgs), os_actions=OSActionCommands(shutdown=("true",), reboot=("true",)),
+        digest="0" * 64)
+
+
+@implementer(IGroupResource)
+class FakeResource:
+    """A resource whose activation fails the next `fail_activations` times."""
+
+    type = "exec"
+
+    def __init__(self, name, fail_activations=0, fail_deactivations=0):
+        self.name = name
+        self.fail_activations = fail_activations
+        self.fail_deactivations = fail_deactivations
+        self.active = False
+        self.calls = []  # ('activate'|'deactivate', context)
+        self.pending = None  # set to a Deferred to make the next call wait on it
+
+    def _maybe_wait(self):
+        d, self.pending = self.pending, None
+        return d if d is not None else defer.succeed(None)
+
+    def activate(self, context):
+        self.calls.append(("activate", context))
+
+        def go(_):
+            if self.fail_activations > 0:
+                self.fail_activations -= 1
+                raise ResourceError(f"{self.name}: start script exited with code 1")
+            self.active = True
+
+        return self._maybe_wait().addCallback(go)
+
+    def deactivate(self, context):
+        self.calls.append(("deactivate", context))
+
+        def go(_):
+            if self.fail_deactivations > 0:
+                self.fail_deactivations -= 1
+                raise ResourceError(f"{self.name}: stop script exited with code 1")
+            self.active = False
+
+        return self._maybe_wait().addCallback(go)
+
+    def describe(self):
+        return {"active": self.active}
+
+
+@implementer(IAlertSink)
+class FakeAlerts:
+    def __init__(self):
+        self.alerts = []  # (module, event_id, level, message)
+
+    def emit(self, module, event_id, level, message, **details):
+        self.alerts.append((module, event_id, getattr(level, "value", level), message))
+
+    def ids(self, module):
+        return [a[1] for a in self.alerts if a[0] == module]
+
+    def messages(self):
+        return [a[3] for a in self.alerts]
+
+
+@implementer(IPeerChannel)
+class FakePeers:
+    """Records calls; tests answer them by firing the Deferreds in .pending."""
+
+    def __init__(self):
+        self.calls = []  # (server, op, args, Deferred)
+        self.broadcasts = []
+
+    def call(self, server, op, **args):
+        d = defer.Deferred()
+        self.calls.append((server, op, args, d))
+        return d
+
+    def broadcast_state(self, state):
+        self.broadcasts.append(state)
+
+    def connected_servers(self):
+        return []
+
+
+@implementer(IOSActions)
+class FakeOSActions:
+    def __init__(self):
+        self.actions = []
+
+    def run(self, action, reason):
+        self.actions.append((action, reason))
+        return defer.succeed(None)
+
+
+class FakeMembership:
+    """Which peers are up; tests flip them."""
+
+    def __init__(self, up=(), paths=("lanhb1",)):
+        self.up = set(up)
+        self.paths = paths
+
+    def is_up(self, server):
+        return server in self.up
+
+    def path_states(self, server):
+        state = PathState.NORMAL if server in self.up else PathState.ERROR
+        return {p: state for p in self.paths}
