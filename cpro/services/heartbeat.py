@@ -183,6 +183,10 @@ class LanHeartbeatPath(DatagramProtocol):
         """The UDP port actually bound, or None when not listening."""
         return self._port.getHost().port if self._port is not None else None
 
+    def forget(self, sender):
+        """Accept the next authentic packet of C{sender}, whatever its incarnation."""
+        self._guard.forget(sender)
+
     # -- socket ----------------------------------------------------------------------
 
     def start_listening(self):
@@ -365,6 +369,17 @@ class HeartbeatService(MultiService):
     def counters(self):
         """{path name: {counter: value}}."""
         return {p.name: p.counters() for p in self.paths}
+
+    def forget(self, server):
+        """Forget C{server}'s incarnation and sequence on every path.
+
+        Meant for after the server was declared down: a daemon restarted
+        with a wall clock set back (an older start time) is otherwise
+        refused as stale. The cost: packets of its previous run, if
+        captured and replayed, are accepted again once.
+        """
+        for p in self.paths:
+            p.forget(server)
 
     def start_listening(self):
         """Bind every path's socket; all or none.

@@ -301,6 +301,14 @@ class LanHeartbeatPathTests(ServiceTestMixin, SynchronousTestCase):
         self.assertEqual((c["replayed"], c["stale"], c["accepted"]), (2, 1, 2))
         self.assertEqual([pk.incarnation for _, pk in self.beats], [INC1, INC2])
 
+    def test_forget_accepts_an_older_incarnation(self):
+        self.receive(self.datagram(seq=5, incarnation=INC2))
+        self.receive(self.datagram(seq=1, incarnation=INC1))
+        self.assertEqual(self.lanhb.counters()["stale"], 1)
+        self.service.forget("srv2")
+        self.receive(self.datagram(seq=1, incarnation=INC1))
+        self.assertEqual([pk.incarnation for _, pk in self.beats], [INC2, INC1])
+
     def test_replay_guard_is_per_path(self):
         self.receive(self.datagram(seq=5))
         self.receive(self.datagram(seq=5), source=("192.168.1.2", 29106), path=self.lankhb)
