@@ -1,0 +1,203 @@
+"""Reading clp.conf safely and walking it in the original's path language.
+
+This module turns bytes or text into an ElementTree (refusing DOCTYPE and
+entity declarations and oversized files, so no entity expansion can happen),
+computes the configuration digest, and offers L{Node}: an element with its
+clp.conf path (C{/root/group@failover1/policy@srv1}) that reads typed values,
+records problems, and reports the children nobody asked for, so that no
+element is ever silently ignored.
+"""
+
+import codecs
+import hashlib
+import re
+import xml.etree.ElementTree as ET
+
+from cpro.config.model import Problem
+
+MAX_CONFIG_BYTES = 10 * 1024 * 1024
+
+# Elements whose path form uses the 'id' attribute instead of 'name'
+# (REFERENCE 1.2: clpconfin.c).
+_ID_KEYED = frozenset({"device", "list", "hba", "grp", "servers", "netdev", "smtpsrv", "snmpsrv"})
+
+# Metadata accepted anywhere without comment: it carries nothing cpro acts on.
+SILENT_ELEMENTS = frozenset({"comment", "uuid"})
+
+_INTEGER = re.compile(r"[+-]?[0-9]+\Z")
+_DECLARED_ENCODING = re.compile(rb"""^<\?xml[^>]*?encoding\s*=\s*["']([A-Za-z0-9._-]+)["']""")
+_FORBIDDEN = re.compile(r"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
+
+
+class ConfigSyntaxError(Exception):
+    """The text is not a clp.conf we are willing to parse; str() says why."""
+
+
+class Report:
+    """Collects every error and warning of one load, in the order found."""
+
+    def __init__(self):
+        self.errors = []
+        self.warnings = []
+
+    def error(self, path, message):
+        self.errors.append(Problem(path, message))
+
+    def warning(self, path, message):
+        self.warnings.append(Problem(path, message))
+
+
+def decode(data):
+    """Bytes of a clp.conf -> text, honouring a BOM or the XML declaration.
+
+    CLUSTERPRO may save EUC-JP or SJIS files; expat only knows a few
+    encodings, so the text is decoded here and parsed as str.
+    """
+    if data.startswith(codecs.BOM_UTF8):
+        encoding, data = "utf-8", data[len(codecs.BOM_UTF8):]
+    elif data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        encoding = "utf-16"
+    else:
+        match = _DECLARED_ENCODING.match(data[:200])
+        encoding = match.group(1).decode("ascii") if match else "utf-8"
+    try:
+        return data.decode(encoding)
+    except LookupError:
+        raise ConfigSyntaxError(f"unknown encoding {encoding!r} in the XML declaration")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise ConfigSyntaxError(f"not valid {encoding} text: line {line}, byte {e.start}")
+
+
+def parse(text):
+    """Text -> the <root> Element. Raises ConfigSyntaxError."""
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigSyntaxError(f"file is larger than {MAX_CONFIG_BYTES} bytes")
+    forbidden = _FORBIDDEN.search(text)
+    if forbidden:
+        line = text.count("\n", 0, forbidden.start()) + 1
+        raise ConfigSyntaxError(
+            f"<!{forbidden.group(1).upper()}> is not allowed in clp.conf (line {line})"
+        )
+    try:
+        root = ET.fromstring(text)
+    except ET.ParseError as e:
+        raise ConfigSyntaxError(f"XML syntax error: {e}")
+    if root.tag != "root":
+        raise ConfigSyntaxError(f"the document element is <{root.tag}>, expected <root>")
+    return root
+
+
+def digest(text):
+    """sha256 hex of the canonical form: blind to whitespace, comments, attribute order."""
+    canonical = ET.canonicalize(text, strip_text=True)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def segment(element):
+    """The path segment of an element: tag, or tag@name / tag@id."""
+    key = "id" if element.tag in _ID_KEYED else "name"
+    value = element.get(key)
+    return element.tag if value is None else f"{element.tag}@{value}"
+
+
+class Node:
+    """An element, its clp.conf path, and the children consumed so far."""
+
+    def __init__(self, element, path, report):
+        self.element = element
+        self.path = path
+        self.report = report
+        self._consumed = set()
+        self._duplicates_reported = set()
+
+    @property
+    def tag(self):
+        return self.element.tag
+
+    def attr(self, name):
+        return self.element.get(name)
+
+    def _wrap(self, child):
+        return Node(child, f"{self.path}/{segment(child)}", self.report)
+
+    def child(self, tag):
+        """The one child named tag (or None); a repeated element is an error."""
+        found = [c for c in self.element if c.tag == tag]
+        self._consumed.add(tag)
+        if not found:
+            return None
+        if tag not in self._duplicates_reported:
+            self._duplicates_reported.add(tag)
+            for extra in found[1:]:
+                self.report.error(f"{self.path}/{segment(extra)}", f"<{tag}> is given more than once")
+        return self._wrap(found[0])
+
+    def children(self, tag):
+        self._consumed.add(tag)
+        return [self._wrap(c) for c in self.element if c.tag == tag]
+
+    def ignore(self, *tags):
+        """Accept these children without reading them (documented as ignored)."""
+        self._consumed.update(tags)
+
+    def unconsumed(self):
+        """Children no reader asked for, as Nodes, in document order."""
+        return [self._wrap(c) for c in self.element
+                if c.tag not in self._consumed and c.tag not in SILENT_ELEMENTS]
+
+    def finish(self, explain=None):
+        """Warn about every child that was not consumed.
+
+        explain(node) may return a specific message for a known but
+        unsupported element; otherwise the element is reported as unknown.
+        """
+        for node in self.unconsumed():
+            message = explain(node) if explain else None
+            self.report.warning(node.path, message or f"unknown element <{node.tag}> is ignored")
+
+    def text(self):
+        """Stripped text of this element ('' when empty)."""
+        return (self.element.text or "").strip()
+
+    def string(self, tag, default=None):
+        """Text of child tag, default when the child is absent."""
+        node = self.child(tag)
+        if node is None:
+            return default
+        return node.text()
+
+    def integer(self, tag, default=None, limits=None, required=False):
+        """Integer value of child tag, checked against limits.
+
+        Returns default when absent (error if required), None when invalid
+        (after recording an error naming the child's path).
+        """
+        node = self.child(tag)
+        if node is None:
+            if required:
+                self.report.error(f"{self.path}/{tag}", f"<{tag}> is required")
+            return default
+        return node.as_integer(limits)
+
+    def as_integer(self, limits=None):
+        return check_integer(self.text(), self.path, self.report, limits)
+
+
+def check_integer(text, path, report, limits=None):
+    """Parse a decimal integer and check it; record an error and return None if bad."""
+    if not _INTEGER.match(text):
+        report.error(path, f"{text!r} is not an integer")
+        return None
+    value = int(text)
+    if isinstance(limits, frozenset):
+        if value not in limits:
+            allowed = ", ".join(str(v) for v in sorted(limits))
+            report.error(path, f"{value} is not one of {allowed}")
+            return None
+    elif limits is not None:
+        low, high = limits
+        if not low <= value <= high:
+            report.error(path, f"{value} is out of range ({low}-{high})")
+            return None
+    return value
