@@ -1,0 +1,228 @@
+"""The exec group resource: a failover group's start and stop scripts.
+
+Activation runs the start script, synchronously (wait for exit 0, within the
+start timeout) or asynchronously (leave it resident; pidw watches its pid).
+Deactivation runs the stop script, then ends a resident start script's whole
+process group. Scripts get the CLUSTERPRO environment (CLP_EVENT, CLP_SERVER,
+...; REFERENCE.md section 5.1) and append their output to the resource's log.
+
+Deactivating a resource that was never activated by this daemon still runs the
+stop script: after a daemon restart (or a failed activation) the service may be
+running without this process knowing, and stop scripts are written to be safe
+to run when the service is already down. Only a deactivation that follows a
+successful deactivation here is skipped.
+"""
+
+import enum
+import os
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from cpro.interfaces import IGroupResource
+from cpro.resources.base import ResourceError
+from cpro.resources.process import DEFAULT_PATH, CommandError, run_command, spawn_resident
+
+log = Logger()
+
+MAX_ENV_VARS = 255  # limit on the script environment, as in the original product
+
+
+class _Known(enum.Enum):
+    ACTIVE = "active"  # start succeeded here (async: and the process may still run)
+    INACTIVE = "inactive"  # stop succeeded here
+    UNKNOWN = "unknown"  # never acted on, or the last action failed
+
+
+@implementer(IGroupResource)
+class ExecResource:
+    """One <resource><exec>: runs params.start_path / params.stop_path."""
+
+    type = "exec"
+
+    def __init__(self, reactor, config, log_dir, base_env=None, kill_grace=2.0):
+        self._reactor = reactor
+        self._config = config
+        self._params = config.params
+        self._base_env = dict(base_env or {})
+        self._kill_grace = kill_grace
+        self.name = config.name
+        self.log_path = self._params.userlog or os.path.join(log_dir, f"{config.name}.log")
+        self._known = _Known.UNKNOWN
+        self._resident = None
+        self._last_exit = None
+        # activate/deactivate run one at a time, in call order.
+        self._lock = defer.DeferredLock()
+
+    @property
+    def pid(self):
+        """Pid of the running asynchronous start script, else None."""
+        if self._resident is not None and self._resident.running:
+            return self._resident.pid
+        return None
+
+    def describe(self):
+        return {"pid": self.pid, "log": self.log_path, "last_exit": self._last_exit}
+
+    def activate(self, context):
+        return self._lock.run(self._activate, context)
+
+    def deactivate(self, context):
+        return self._lock.run(self._deactivate, context)
+
+    # activation
+
+    def _activate(self, context):
+        if self._params.start_sync and self._known is _Known.ACTIVE:
+            return defer.succeed(None)
+        if not self._params.start_sync and self.pid is not None:
+            # Never start a second copy beside a resident one, whatever we believe.
+            self._known = _Known.ACTIVE
+            return defer.succeed(None)
+        try:
+            env = self._script_env(context, self._params.start_path)
+            self._ensure_log_dir()
+        except ResourceError:
+            return defer.fail()
+        if self._params.start_sync:
+            return self._activate_sync(env)
+        return self._activate_async(env)
+
+    def _activate_sync(self, env):
+        path = self._params.start_path
+        d = self._run_script("start", path, env, self._params.start_timeout)
+
+        def done(_):
+            self._known = _Known.ACTIVE
+
+        def failed(f):
+            self._known = _Known.UNKNOWN
+            return f
+
+        d.addCallbacks(done, failed)
+        return d
+
+    def _activate_async(self, env):
+        path = self._params.start_path
+        try:
+            resident = spawn_resident(self._reactor, [path], env, self.log_path, cwd=os.path.dirname(path) or None)
+        except CommandError as e:
+            self._known = _Known.UNKNOWN
+            return defer.fail(ResourceError(f"start script: {e}"))
+        self._resident = resident
+        self._known = _Known.ACTIVE
+        log.info("exec {name}: start script {path} resident as pid {pid}", name=self.name, path=path, pid=resident.pid)
+        resident.ended.addCallback(self._resident_ended, resident).addErrback(
+            lambda f: log.failure("exec {name}: watching resident start script", f, name=self.name)
+        )
+        return defer.succeed(None)
+
+    def _resident_ended(self, result, resident):
+        if resident is self._resident:
+            # Ended on its own; an exit we caused by deactivating is not news.
+            self._last_exit = result.exit_code
+        log.info(
+            "exec {name}: resident start script pid {pid} {how}",
+            name=self.name,
+            pid=result.pid,
+            how=result.describe(),
+        )
+
+    # deactivation
+
+    def _deactivate(self, context):
+        if self._known is _Known.INACTIVE:
+            return defer.succeed(None)
+        d = defer.succeed(None)
+        stop_path = self._params.stop_path
+        if stop_path:
+            try:
+                extra = {"CLP_PID": str(self.pid)} if self.pid is not None else {}
+                env = self._script_env(context, stop_path, extra)
+                self._ensure_log_dir()
+            except ResourceError:
+                return defer.fail()
+            d.addCallback(lambda _: self._run_script("stop", stop_path, env, self._params.stop_timeout))
+        d.addCallback(lambda _: self._terminate_resident())
+
+        def done(_):
+            self._known = _Known.INACTIVE
+
+        def failed(f):
+            self._known = _Known.UNKNOWN
+            return f
+
+        d.addCallbacks(done, failed)
+        return d
+
+    def _terminate_resident(self):
+        resident, self._resident = self._resident, None
+        if resident is None or not resident.running:
+            return None
+        log.info("exec {name}: terminating resident start script pid {pid}", name=self.name, pid=resident.pid)
+        return resident.terminate(self._kill_grace).addCallback(lambda _: None)
+
+    # helpers
+
+    def _run_script(self, which, path, env, timeout):
+        """Run a script to completion; Deferred None on exit 0, else ResourceError."""
+        d = run_command(
+            self._reactor,
+            [path],
+            env=env,
+            timeout=timeout,
+            log_path=self.log_path,
+            cwd=os.path.dirname(path) or None,
+            kill_grace=self._kill_grace,
+        )
+
+        def check(result):
+            self._last_exit = result.exit_code
+            if result.timed_out:
+                raise ResourceError(f"{which} script {path} timed out after {timeout:g} s (process group killed)")
+            if result.signal is not None:
+                raise ResourceError(f"{which} script {path} {result.describe()}")
+            if result.exit_code != 0:
+                raise ResourceError(f"{which} script {path} exited with code {result.exit_code}")
+            log.info("exec {name}: {which} script {path} succeeded", name=self.name, which=which, path=path)
+
+        def not_started(f):
+            f.trap(CommandError)
+            raise ResourceError(f"{which} script: {f.value}")
+
+        d.addCallbacks(check, not_started)
+        return d
+
+    def _ensure_log_dir(self):
+        directory = os.path.dirname(self.log_path)
+        if directory:
+            try:
+                os.makedirs(directory, exist_ok=True)
+            except OSError as e:
+                raise ResourceError(f"cannot create log directory {directory}: {e.strerror}") from e
+
+    def _script_env(self, context, script_path, extra=None):
+        """The complete script environment; the standard variables win over extra_env."""
+        env = dict(self._base_env)
+        env.update(context.extra_env)
+        env.update(
+            {
+                "CLP_EVENT": context.event,
+                "CLP_SERVER": "HOME" if context.home else "OTHER",
+                "CLP_GROUPNAME": context.group,
+                "CLP_RESOURCENAME": self.name,
+                "CLP_FACTOR": context.factor,
+                "CLP_DISK": context.disk,
+                "CLP_SCRIPT_PATH": os.path.dirname(script_path),
+                "CPRO_SERVER_NAME": context.server,
+            }
+        )
+        env.update(extra or {})
+        if not env.get("PATH"):
+            env["PATH"] = DEFAULT_PATH
+        if len(env) > MAX_ENV_VARS:
+            raise ResourceError(
+                f"script environment of {self.name} has {len(env)} variables, more than the limit of {MAX_ENV_VARS}"
+            )
+        return {str(k): str(v) for k, v in env.items()}
