@@ -600,18 +600,17 @@ class ClusterController:
         results = []
         for server in targets:
             if server != self.local and not self._peer_up(server):
-                results.append({"server": server, "ok": False, "message": "server is not reachable"})
+                results.append({"name": server, "code": 1, "message": "server is not reachable"})
                 continue
             try:
                 yield self._call(server, "cluster_local", action=action, move=not all_servers)
-                results.append({"server": server, "ok": True, "message": "Command succeeded."})
+                results.append({"name": server, "code": 0, "message": "Command succeeded."})
             except Exception as e:
-                results.append({"server": server, "ok": False, "message": str(e)})
-        failed = [r for r in results if not r["ok"]]
+                results.append({"name": server, "code": 1, "message": str(e)})
+        failed = [r for r in results if r["code"]]
         if failed and len(failed) == len(results):
-            raise OperationError("; ".join(f"{r['server']}: {r['message']}" for r in failed))
-        return {"servers": results, "message": "\n".join(
-            f"{action.capitalize()} {r['server']} : {r['message']}" for r in results)}
+            raise OperationError("; ".join(f"{r['name']}: {r['message']}" for r in failed))
+        return {"servers": results}
 
     @defer.inlineCallbacks
     def cluster_local(self, action, move=True):

@@ -24,7 +24,7 @@ from cpro.cluster.states import ClusterServiceState, Level
 from cpro.protocols import admin as admin_protocol
 from cpro.protocols.heartbeat import StateDigest, new_incarnation
 from cpro.resources.exec import ExecResource
-from cpro.services.alerts import AlertLog
+from cpro.services.alerts import AlertBindError, AlertLog
 from cpro.services.heartbeat import HeartbeatBindError, HeartbeatService
 from cpro.services.internal import InternalService
 from cpro.services.osactions import OSActions
@@ -67,10 +67,13 @@ class AdminHandler:
         verb, action = request.verb, request.action
         try:
             if verb == "status":
-                return c.status()
+                status = c.status()
+                status["counters"] = self.node.heartbeat.counters()
+                return status
             if verb == "alerts":
                 alerts = self.node.alerts.recent(request.count or 100)
-                return {"alerts": [a.to_dict() if hasattr(a, "to_dict") else dict(a.__dict__) for a in alerts]}
+                return {"alerts": [{"time": a.time, "server": a.server, "module": a.module, "id": a.event_id,
+                                    "level": a.level.value, "message": a.message} for a in alerts]}
             if verb == "cluster":
                 return c.op_cluster(action, bool(request.all)).addErrback(self._refused)
             if verb == "group":
@@ -104,8 +107,9 @@ class ClusterNode(service.MultiService):
         log_dir = os.path.join(state_dir, "log")
         os.makedirs(log_dir, exist_ok=True)
 
+        # Not a child service: it binds in bind(), before the others start,
+        # and stops last so that the shutdown is still recorded.
         self.alerts = AlertLog(reactor, config, local, log_dir, token)
-        self.alerts.setServiceParent(self)
         self.os_actions = OSActions(reactor, config.os_actions, self.alerts, local)
 
         groups = {}
@@ -145,9 +149,9 @@ class ClusterNode(service.MultiService):
             raise _bind_error(e.socketError, f"internal communication port {e.interface}:{e.port}: "
                                              f"{e.socketError}") from e
         try:
-            self.alerts.start_listening()
-        except Exception as e:
-            raise _bind_error(e, f"alert port: {e}") from e
+            self.alerts.startService()
+        except AlertBindError as e:
+            raise _bind_error(e.__cause__.socketError if e.__cause__ else e, str(e)) from e
 
     @defer.inlineCallbacks
     def listen_admin(self):
@@ -187,6 +191,8 @@ class ClusterNode(service.MultiService):
         if self.admin_port is not None:
             yield self.admin_port.stopListening()
         yield super().stopService()
+        if self.alerts.running:
+            yield self.alerts.stopService()
 
     # -- events ----------------------------------------------------------------
 
