@@ -13,8 +13,10 @@ Everything is asynchronous (Twisted): nothing here blocks the reactor.
 import json
 import os
 import random
+import shutil
 import signal
 import sys
+import tempfile
 import textwrap
 from xml.sax.saxutils import escape
 
@@ -24,6 +26,8 @@ from twisted.protocols.basic import LineOnlyReceiver
 from twisted.python.procutils import which
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# sun_path holds 108 bytes; trial's temp directories are often deeper than that.
+MAX_SOCKET_PATH = 100
 
 
 class LabError(Exception):
@@ -107,6 +111,7 @@ class LoopbackCluster:
         self.processes = {}
         self.config_path = os.path.join(self.workdir, "clp.conf")
         self._nft_ready = False
+        self._short_run_dir = None
 
     # -- set-up ----------------------------------------------------------------
 
@@ -117,7 +122,16 @@ class LoopbackCluster:
         return f"unix:{self.admin_path(name)}"
 
     def admin_path(self, name):
-        return os.path.join(self.workdir, "run", f"{name}.sock")
+        return os.path.join(self.run_dir(), f"{name}.sock")
+
+    def run_dir(self):
+        """Directory of the admin sockets: under workdir, or a short one in /tmp if that is too deep."""
+        preferred = os.path.join(self.workdir, "run")
+        if len(preferred) + len("/srv99.sock") <= MAX_SOCKET_PATH:
+            return preferred
+        if self._short_run_dir is None:
+            self._short_run_dir = tempfile.mkdtemp(prefix="cprolab-")
+        return self._short_run_dir
 
     def state_dir(self, name):
         return os.path.join(self.workdir, name)
@@ -129,7 +143,7 @@ class LoopbackCluster:
         return os.path.join(self.workdir, "marks.log")
 
     def write_config(self):
-        os.makedirs(os.path.join(self.workdir, "run"), exist_ok=True)
+        os.makedirs(self.run_dir(), exist_ok=True)
         servers = []
         for i, name in enumerate(self.names):
             devices = "".join(
@@ -292,6 +306,8 @@ class LoopbackCluster:
             except LabError:
                 pass
         yield self.kill_scripts()
+        if self._short_run_dir:
+            shutil.rmtree(self._short_run_dir, ignore_errors=True)
 
     @defer.inlineCallbacks
     def kill_scripts(self):
