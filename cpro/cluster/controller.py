@@ -272,7 +272,6 @@ class ClusterController:
             self._alert("nm", 4, Level.WARNING, f"Resource {path} of server {server} has stopped.")
         elif new is PathState.NORMAL and old is PathState.ERROR:
             self._alert("nm", 3, Level.INFO, f"Resource {path} of server {server} has started.")
-        self.on_state_change()
 
     def _failover_from(self, server, held):
         if not held:
@@ -313,7 +312,6 @@ class ClusterController:
         if report.service == ClusterServiceState.RUNNING.value and (
                 old is None or old.service != report.service):
             self._check_failback()
-        self.on_state_change()
 
     def peer_digest(self, server, incarnation, version):
         """A heartbeat told us the peer's placement version; True if our copy is stale."""
@@ -454,8 +452,22 @@ class ClusterController:
     @defer.inlineCallbacks
     def _move_local(self, name, target):
         yield self.stop_group_local(name, factor="GROUPMOVE")
-        result = yield self.peers.call(target, "group_start_local", group=name, event="START")
+        result = yield self._start_there_or_back(name, target, self.local)
         return result
+
+    @defer.inlineCallbacks
+    def _start_there_or_back(self, name, target, origin):
+        """Second half of a move: start on target; if that fails, bring the
+        group back on origin so that it does not stay down."""
+        try:
+            result = yield self._call(target, "group_start_local", group=name, event="START")
+            return result
+        except Exception as e:
+            self._alert("rc", 52, Level.ERROR, f"Failed to move group {name} to {target}: {e}. "
+                                               f"Starting it again on {origin}.")
+            yield self._call(origin, "group_start_local", group=name, event="START")
+            raise OperationError(f"group {name} could not start on {target} ({e}); it was started "
+                                 f"again on {origin}")
 
     def _resource_group(self, resource):
         rcfg = self.config.resource(resource)
@@ -564,7 +576,7 @@ class ClusterController:
                 raise OperationError(f"no other server can take group {name}")
         self._alert("rc", 50, Level.INFO, f"Move group {name} from {current} to {target}.")
         yield self._call(current, "group_stop_local", group=name, factor="GROUPMOVE")
-        yield self._call(target, "group_start_local", group=name, event="START")
+        yield self._start_there_or_back(name, target, current)
         self._alert("rc", 51, Level.INFO, f"Group {name} has moved to {target}.")
         return {"message": f"group {name} moved from {current} to {target}"}
 

@@ -27,6 +27,8 @@ from cpro.protocols import internal as wire
 
 log = Logger()
 
+LINK_WAIT = 10.0  # seconds a request waits for the link to a peer to come up
+
 
 def make_tls_identity(common_name):
     """A throwaway self-signed certificate (the channel is authenticated by the
@@ -141,7 +143,7 @@ class PeerLink:
         self.hub = hub
         self.name = server_config.name
         self.protocol = None
-        self.config_mismatch = False
+        self._waiters = []
         local = hub.config.server(hub.local)
         endpoint = endpoints.SSL4ClientEndpoint(
             hub.reactor, server_config.address, server_config.ports.internal,
@@ -184,16 +186,41 @@ class PeerLink:
         self.protocol = p
         p.on_lost = self._lost
         hub.link_up(self)
+        self._release_waiters()
 
     def _lost(self, p):
         if self.protocol is p:
             self.protocol = None
             self.hub.link_down(self)
 
-    def call(self, command, **kwargs):
-        if self.protocol is None:
+    def call(self, command, wait=LINK_WAIT, **kwargs):
+        """Send a command on the link, waiting up to `wait` seconds for the
+        link to come up (a peer that just restarted is still connecting)."""
+        if self.protocol is not None:
+            return self.protocol.callRemote(command, **kwargs)
+        if wait <= 0:
             return defer.fail(OperationError(f"no connection to server {self.name}"))
-        return self.protocol.callRemote(command, **kwargs)
+        waiter = defer.Deferred()
+        self._waiters.append(waiter)
+
+        def give_up():
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+                waiter.errback(OperationError(f"no connection to server {self.name}"))
+
+        timer = self.hub.reactor.callLater(wait, give_up)
+
+        def send(p):
+            if timer.active():
+                timer.cancel()
+            return p.callRemote(command, **kwargs)
+
+        return waiter.addCallback(send)
+
+    def _release_waiters(self):
+        waiters, self._waiters = self._waiters, []
+        for w in waiters:
+            w.callback(self.protocol)
 
 
 @implementer(IPeerChannel)
@@ -238,7 +265,7 @@ class InternalService(service.MultiService):
     def link_up(self, link):
         self._auth_alerted.discard(link.name)
         log.info("internal link to {p} is up", p=link.name)
-        link.call(wire.PushState, report=self.controller.local_report()).addErrback(
+        link.call(wire.PushState, wait=0, report=self.controller.local_report()).addErrback(
             lambda f: log.warn("push to {p} failed: {e}", p=link.name, e=f.getErrorMessage()))
         self.refresh(link.name)
 
@@ -250,7 +277,7 @@ class InternalService(service.MultiService):
         link = self.links.get(server)
         if link is None or link.protocol is None:
             return defer.succeed(None)
-        d = link.call(wire.Call, op="get_state", args={})
+        d = link.call(wire.Call, wait=0, op="get_state", args={})
         d.addCallback(lambda r: self.controller.peer_report(server, r["result"]))
         d.addErrback(lambda f: log.warn("state fetch from {p} failed: {e}", p=server, e=f.getErrorMessage()))
         return d
@@ -305,7 +332,7 @@ class InternalService(service.MultiService):
     def broadcast_state(self, report):
         for link in self.links.values():
             if link.protocol is not None:
-                link.call(wire.PushState, report=report).addErrback(lambda f: None)
+                link.call(wire.PushState, wait=0, report=report).addErrback(lambda f: None)
 
     def connected_servers(self):
         return [n for n, link in self.links.items() if link.protocol is not None]

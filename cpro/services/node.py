@@ -176,7 +176,12 @@ class ClusterNode(service.MultiService):
     def exit(self, code, message):
         """End the daemon with a documented exit code."""
         self.exit_code = code
-        print(f"cpro: {message}", file=__import__("sys").stderr, flush=True)
+        log.error("cpro: {message} (exit code {code})", message=message, code=code)
+        # twistd has redirected sys.stderr into the log by now: write to the real one.
+        try:
+            os.write(2, f"cpro: {message}\n".encode())
+        except OSError:
+            pass
         if self.reactor.running:
             self.reactor.stop()
 

@@ -36,6 +36,11 @@ class ClusterTestCase(unittest.TestCase):
         yield lab.create()
         return lab
 
+    def tearDown(self):
+        # One reactor turn after each test: works around trial losing the
+        # SIGCHLD handler when a test ends while the reactor is starting.
+        return task.deferLater(reactor, 0, lambda: None)
+
     def requires_root(self):
         if not is_root():
             raise unittest.SkipTest("needs root: runs the cluster in a private network namespace "
