@@ -112,13 +112,19 @@ class ClusterController:
                        if GroupState(gs.get(group, "Offline")).holds_resources),
                       key=lambda s: placement.policy_rank(self._groups_by_name[group], s))
 
-    def eligible(self):
-        """Servers that may be given groups now."""
+    def eligible(self, starting=True):
+        """Servers that may be given groups now.
+
+        @param starting: count servers still in their startup synchronisation
+            (they start what they are given when it ends: right for auto start,
+            too slow for a failover).
+        """
+        taking = _TAKING if starting else (ClusterServiceState.RUNNING.value,)
         out = set()
-        if self.service in (ClusterServiceState.RUNNING, ClusterServiceState.STARTING):
+        if self.service.value in taking:
             out.add(self.local)
         for server, report in self.reports.items():
-            if self._peer_up(server) and report.service in _TAKING:
+            if self._peer_up(server) and report.service in taking:
                 out.add(server)
         return out
 
@@ -284,7 +290,8 @@ class ClusterController:
         movable = [g for g in held if self._groups_by_name[g].failover_auto]
         for g in set(held) - set(movable):
             self._alert("rc", 61, Level.WARNING, f"Group {g} is not failed over (manual failover).")
-        plan = placement.plan_failover(server, movable, self.eligible(), self.holders(), self._groups_by_name)
+        plan = placement.plan_failover(server, movable, self.eligible(starting=False), self.holders(),
+                                       self._groups_by_name)
         for name, target in plan:
             if target is None:
                 self._alert("rc", 61, Level.ERROR, f"There is no appropriate destination for the group {name}.")
@@ -305,6 +312,12 @@ class ClusterController:
         if old is not None and old.incarnation == report.incarnation and report.version < old.version:
             return  # an older report overtaken by a newer one
         self.reports[server] = report
+        if old is not None and old.incarnation != report.incarnation:
+            # The peer restarted and its new incarnation reported before a
+            # heartbeat told us: what the old one held is gone.
+            self._alert("nm", 2, Level.WARNING, f"Server {server} has been restarted.")
+            self._failover_from(server, [g for g, s in old.groups.items()
+                                         if GroupState(s).holds_resources and g in self._groups_by_name])
         if not self._peer_up(server):
             return
         self._check_sync()

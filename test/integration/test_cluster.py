@@ -103,6 +103,19 @@ class FailoverTests(ClusterTestCase):
         self.assertEqual(len([m for m in lab.marks() if m[2] == "START"]), 2)
 
     @defer.inlineCallbacks
+    def test_daemon_restarted_within_the_timeout(self):
+        # The new incarnation is back before the old one could be declared down:
+        # its groups must still be failed over, and only once.
+        lab = yield self.make_cluster(groups=[one_group()], interval_ms=200, timeout_ms=4000)
+        yield lab.start_all()
+        yield lab.wait_until(online_on("failover1", "srv1", lab.names))
+        yield lab.kill("srv1")
+        lab.start("srv1")
+        yield lab.wait_until(online_on("failover1", "srv2", lab.names), timeout=20, what="failover1 on srv2")
+        starts = [(m[1], m[4]) for m in lab.marks() if m[2] == "START"]
+        self.assertEqual(starts, [("srv1", "START"), ("srv2", "FAILOVER")])
+
+    @defer.inlineCallbacks
     def test_activation_failure_escalates_to_next_server(self):
         fail_on_srv1 = ('#!/bin/sh\necho "$(date +%s.%N) $CPRO_SERVER_NAME START exec1 $CLP_EVENT" >> MARKS\n'
                         '[ "$CPRO_SERVER_NAME" = srv1 ] && exit 3\nexit 0\n')

@@ -269,3 +269,21 @@ class OperatorTests(SynchronousTestCase):
         self.assertEqual(st["groups"][0], {"name": "failover1", "status": "Online", "current": "srv1",
                                            "resources": ["exec1"]})
         self.assertEqual(st["resources"][0]["status"], "Online")
+
+
+class RestartTests(SynchronousTestCase):
+    def test_new_incarnation_report_fails_over_old_groups(self):
+        h = Harness(local="srv2", up=("srv1",)).running({"srv1": {"failover1": "Online"}})
+        h.controller.peer_report("srv1", running_report({}, service="Starting", incarnation="inc-new", version=0))
+        self.assertTrue(h.resources["exec1"].active)
+        self.assertEqual(h.resources["exec1"].calls[0][1].event, "FAILOVER")
+        # The heartbeat's restart notice afterwards does not fail over twice.
+        h.controller.server_restarted("srv1", "inc-peer", "inc-new")
+        self.assertEqual(len(h.resources["exec1"].calls), 1)
+
+    def test_restart_notice_then_report(self):
+        h = Harness(local="srv2", up=("srv1",)).running({"srv1": {"failover1": "Online"}})
+        h.controller.server_restarted("srv1", "inc-peer", "inc-new")
+        self.assertTrue(h.resources["exec1"].active)
+        h.controller.peer_report("srv1", running_report({}, service="Starting", incarnation="inc-new", version=0))
+        self.assertEqual(len(h.resources["exec1"].calls), 1)
