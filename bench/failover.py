@@ -39,7 +39,7 @@ sys.path.insert(0, REPO_ROOT)
 import psutil  # noqa: E402
 from twisted.internet import defer, task  # noqa: E402
 
-from cpro.lab.loopback import LabError, LoopbackCluster, group_current, summary  # noqa: E402
+from cpro.lab.loopback import LabError, LoopbackCluster, group_current, run_with_cleanup, summary  # noqa: E402
 
 GROUP = "failover1"
 GOAL_FAILOVER_P95_S = 1.0
@@ -291,26 +291,7 @@ async def _main(reactor, args, state):
 
 def main(reactor, *argv):
     args = parse_args(list(argv))
-    state = {"cleaning": False}
-    finished = defer.ensureDeferred(_main(reactor, args, state))
-
-    def on_shutdown():
-        # Ctrl-C / SIGTERM: cancel the current step, keep the reactor up until the lab is gone.
-        if finished.called:
-            return None
-        waiter = defer.Deferred()
-
-        def release(result):
-            waiter.callback(None)
-            return result
-
-        finished.addBoth(release)
-        if not state["cleaning"]:
-            finished.cancel()
-        return waiter
-
-    reactor.addSystemEventTrigger("before", "shutdown", on_shutdown)
-    return finished
+    return run_with_cleanup(reactor, lambda state: _main(reactor, args, state))
 
 
 if __name__ == "__main__":

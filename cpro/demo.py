@@ -25,7 +25,7 @@ import tempfile
 
 from twisted.internet import defer, task
 
-from cpro.lab.loopback import LabError, LoopbackCluster, group_current, run
+from cpro.lab.loopback import LabError, LoopbackCluster, group_current, run, run_with_cleanup
 
 GROUP = "failover1"
 RESOURCE = "web"
@@ -279,29 +279,8 @@ def _print_logs(demo):
 
 def main(reactor, *argv):
     args = parse_args(list(argv))
-    state = {"interrupted": False, "cleaning": False}
-    finished = defer.ensureDeferred(_main(reactor, args, state))
-
-    def on_shutdown():
-        # Ctrl-C / SIGTERM: the reactor is stopping. Cancel the current step
-        # (not the clean-up) and keep the reactor alive until the lab is gone.
-        if finished.called:
-            return None
-        state["interrupted"] = True
-        say("\nstopping: cleaning up first")
-        waiter = defer.Deferred()
-
-        def release(result):
-            waiter.callback(None)
-            return result
-
-        finished.addBoth(release)
-        if not state["cleaning"]:
-            finished.cancel()
-        return waiter
-
-    reactor.addSystemEventTrigger("before", "shutdown", on_shutdown)
-    return finished
+    return run_with_cleanup(reactor, lambda state: _main(reactor, args, state),
+                            on_interrupt=lambda: say("\nstopping: cleaning up first"))
 
 
 if __name__ == "__main__":

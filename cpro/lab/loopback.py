@@ -427,3 +427,37 @@ def group_current(statuses, group, observer):
             return g["current"] if g["status"] == "Online" else None
     return None
 
+
+
+def run_with_cleanup(reactor, work, on_interrupt=None):
+    """Run a lab program (the demo, a benchmark) so that Ctrl-C or SIGTERM
+    cancels the current step but never the clean-up.
+
+    @param work: callable(state) -> coroutine; it sets state["cleaning"] = True
+        while it destroys its lab, and may read state["interrupted"].
+    @return: a Deferred for task.react.
+    """
+    state = {"interrupted": False, "cleaning": False}
+    finished = defer.ensureDeferred(work(state))
+
+    def on_shutdown():
+        # The reactor is stopping: cancel the current step (not the clean-up)
+        # and keep the reactor alive until the lab is gone.
+        if finished.called:
+            return None
+        state["interrupted"] = True
+        if on_interrupt is not None:
+            on_interrupt()
+        waiter = defer.Deferred()
+
+        def release(result):
+            waiter.callback(None)
+            return result
+
+        finished.addBoth(release)
+        if not state["cleaning"]:
+            finished.cancel()
+        return waiter
+
+    reactor.addSystemEventTrigger("before", "shutdown", on_shutdown)
+    return finished

@@ -20,7 +20,7 @@ from cpro import exitcodes
 from cpro.cluster.controller import ClusterController, OperationError
 from cpro.cluster.group import LocalGroup
 from cpro.cluster.membership import Membership
-from cpro.cluster.states import ClusterServiceState, Level
+from cpro.cluster.states import ClusterServiceState
 from cpro.protocols import admin as admin_protocol
 from cpro.protocols.heartbeat import StateDigest, new_incarnation
 from cpro.resources.exec import ExecResource

@@ -276,8 +276,8 @@ class StartupFailureTests(ClusterTestCase):
     @defer.inlineCallbacks
     def _exit_code_with_blocker(self, lab):
         # Occupy srv1's heartbeat port inside the namespace with a sleeping python.
-        script = ("import socket,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n"
-                  f"s.bind(('127.0.0.1',{lab.port('lanhb')}))\nprint('bound',flush=True)\ntime.sleep(30)\n")
+        script = ("import signal,socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n"
+                  f"s.bind(('127.0.0.1',{lab.port('lanhb')}))\nprint('bound',flush=True)\nsignal.pause()\n")
         from twisted.internet import protocol as tproto
 
         class Holder(tproto.ProcessProtocol):
