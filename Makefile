@@ -20,6 +20,8 @@ system-deps:
 SOURCES := $(shell find cpro twisted -name '*.py' 2>/dev/null)
 
 $(STAMP): setup.cfg setup.py pyproject.toml $(SOURCES)
+	@if ! $(PYTHON) -c "import ensurepip, venv" >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv; fi
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q .

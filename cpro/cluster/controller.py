@@ -75,6 +75,7 @@ class ClusterController:
         self._sync_deadline = None
         self._dual_alerted = set()
         self._busy = {}  # group -> description of an operation in progress
+        self._after_resume = []  # (server, groups) that went down while suspended
         self.on_state_change = lambda: None  # node hook: push state, send a beat now
         self.on_service_stopped = lambda: None
 
@@ -247,6 +248,10 @@ class ClusterController:
             raise OperationError(f"cannot resume: the cluster service is {self.service.value.lower()}")
         self._set_service(ClusterServiceState.RUNNING)
         self._alert("cl", 7, Level.INFO, "Resume of the cluster service was requested.")
+        pending, self._after_resume = self._after_resume, []
+        for server, held in pending:
+            if not self._peer_up(server):
+                self._failover_from(server, [g for g in held if g not in self.holders()])
         self._check_dual_activation()
 
     # -- membership events ---------------------------------------------------
@@ -285,7 +290,9 @@ class ClusterController:
         if self.service is not ClusterServiceState.RUNNING:
             if self.service is ClusterServiceState.SUSPENDED:
                 self._alert("rc", 61, Level.WARNING,
-                            f"The cluster is suspended: groups {', '.join(held)} of {server} are not failed over.")
+                            f"The cluster is suspended: groups {', '.join(held)} of {server} are failed "
+                            f"over when it resumes.")
+                self._after_resume.append((server, held))
             return
         movable = [g for g in held if self._groups_by_name[g].failover_auto]
         for g in set(held) - set(movable):

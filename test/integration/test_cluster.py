@@ -172,6 +172,37 @@ class OperationTests(ClusterTestCase):
         yield lab.wait_until(lambda st: all(group_current(st, "failover1", n) is None for n in lab.names))
 
     @defer.inlineCallbacks
+    def test_resource_stop_start_and_suspend_resume(self):
+        lab = yield self.make_cluster(groups=[one_group()])
+        yield lab.start_all()
+        yield lab.wait_until(online_on("failover1", "srv1", lab.names))
+        admin = ["--admin", lab.admin_endpoint("srv2")]
+        code, out = yield run(reactor, [_bin("clprsc"), "-t", "exec1", *admin], env=_env())
+        self.assertEqual(code, 0, out)
+        st = yield lab.status_all()
+        self.assertEqual([r["status"] for r in st["srv2"]["resources"]], ["Offline"])
+        # Without -h, a resource of a stopped group starts on the server the command runs on.
+        code, out = yield run(reactor, [_bin("clprsc"), "-s", "exec1", *admin], env=_env())
+        self.assertEqual(code, 0, out)
+        yield lab.wait_until(online_on("failover1", "srv2", lab.names))
+        self.assertEqual([(m[1], m[2]) for m in lab.marks()], [("srv1", "START"), ("srv1", "STOP"), ("srv2", "START")])
+        code, out = yield run(reactor, [_bin("clpcl"), "--suspend", "-a", *admin], env=_env())
+        self.assertEqual(code, 0, out)
+        yield lab.wait_until(lambda st: [s["status"] for s in st["srv2"]["servers"]] == ["Suspend", "Suspend"])
+        code, out = yield run(reactor, [_bin("clpgrp"), "-m", "failover1", *admin], env=_env())
+        self.assertEqual(code, 1, out)
+        self.assertIn("suspended", out)
+        yield lab.kill("srv2")  # no failover while suspended
+        yield self.sleep(1.5)
+        st = yield lab.status_all(["srv1"])
+        self.assertEqual(summary(st)["srv1"]["groups"], {"failover1": "/Offline"})
+        code, out = yield run(reactor, [_bin("clpcl"), "--resume", "--admin", lab.admin_endpoint("srv1")],
+                              env=_env())
+        self.assertEqual(code, 0, out)
+        # What srv2 held while the cluster was suspended is failed over on resume.
+        yield lab.wait_until(online_on("failover1", "srv1", ["srv1"]), names=["srv1"])
+
+    @defer.inlineCallbacks
     def test_auto_failback(self):
         lab = yield self.make_cluster(groups=[one_group(failback_auto=True)])
         yield lab.start_all()
@@ -215,6 +246,26 @@ class OperationTests(ClusterTestCase):
                              and online_on("failover1", "srv2", lab.names)(st))
 
 
+class EscalationTests(ClusterTestCase):
+    @defer.inlineCallbacks
+    def test_failing_everywhere_ends_in_the_final_action(self):
+        # act/fo 1 and act/action 5 (stop the cluster service and reboot): srv1 fails and
+        # fails over to srv2, srv2 fails and fails over back to srv1, whose threshold is
+        # used up: srv1 runs the final action (the lab's reboot command only writes a mark).
+        always_fail = "#!/bin/sh\necho \"$(date +%s.%N) $CPRO_SERVER_NAME START exec1 $CLP_EVENT\" >> MARKS\nexit 1\n"
+        lab = yield self.make_cluster(groups=[one_group(resource={"act_fo": 1, "act_action": 5})])
+        lab.groups[0]["resources"][0]["start"] = always_fail.replace("MARKS", lab.marks_path())
+        lab.write_config()
+        yield lab.start_all(wait=False)
+        yield lab.wait_until(lambda st: any(m[2:4] == ["OSACTION", "reboot"] for m in lab.marks()),
+                             what="the final action")
+        starts = [(m[1], m[4]) for m in lab.marks() if m[2] == "START"]
+        self.assertEqual(starts, [("srv1", "START"), ("srv2", "FAILOVER"), ("srv1", "FAILOVER")])
+        self.assertEqual([m[1] for m in lab.marks() if m[2] == "OSACTION"], ["srv1"])
+        st = yield lab.wait_until(lambda st: st["srv1"]["cluster"]["status"] == "Offline", names=["srv1"])
+        self.assertEqual(summary(st)["srv1"]["groups"], {"failover1": "/Offline"})
+
+
 class RobustnessTests(ClusterTestCase):
     @defer.inlineCallbacks
     def test_malformed_and_unauthenticated_heartbeats_ignored(self):
@@ -241,6 +292,31 @@ class RobustnessTests(ClusterTestCase):
         self.assertGreaterEqual(counters["unauthenticated"], 1)
         self.assertEqual(summary({"srv1": st})["srv1"]["groups"], {"failover1": "srv1/Online"})
         self.assertEqual(st["servers"][1]["status"], "Online")
+
+
+class ExampleTests(ClusterTestCase):
+    @defer.inlineCallbacks
+    def test_two_server_example_runs_as_it_is(self):
+        self.requires_root()  # the example uses the default ports: keep it in a private namespace
+        from cpro.lab.loopback import REPO_ROOT
+
+        example = os.path.join(REPO_ROOT, "examples", "two-server", "clp.conf")
+        lab = yield self.make_cluster()
+        for name in lab.names:
+            lab.start(name, config=example)
+        yield lab.wait_until(online_on("failover1", "srv1", lab.names), what="the example's group on srv1")
+        # The service is started asynchronously: give it a moment to listen.
+        ask = ("import socket,threading\nfor i in range(100):\n    try:\n"
+               "        print(socket.create_connection(('127.0.0.1',18080),timeout=5).recv(200).decode()); break\n"
+               "    except ConnectionRefusedError:\n        threading.Event().wait(0.05)\n")
+        code, out = yield run(reactor, lab.in_netns([_python(), "-c", ask]))
+        self.assertEqual(code, 0, out)
+        self.assertIn("hello from srv1", out)
+        yield lab.stop("srv1")  # SIGTERM: groups move to srv2 before the daemon exits
+        yield lab.wait_until(online_on("failover1", "srv2", ["srv2"]), names=["srv2"])
+        ask = ask.replace("127.0.0.1", "127.0.0.2")
+        code, out = yield run(reactor, lab.in_netns([_python(), "-c", ask]))
+        self.assertIn("hello from srv2", out)
 
 
 class StartupFailureTests(ClusterTestCase):

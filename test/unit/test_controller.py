@@ -130,6 +130,8 @@ class FailoverTests(SynchronousTestCase):
         h.controller.server_down("srv1")
         self.assertFalse(h.resources["exec1"].active)
         self.assertRaises(OperationError, h.controller.suspend)
+        h.controller.resume()
+        self.assertTrue(h.resources["exec1"].active)
 
     def test_exclusion_sends_second_group_elsewhere(self):
         servers = ("srv1", "srv2", "srv3")
