@@ -357,7 +357,7 @@ class ClusterController:
                 self._alert("rc", 20, Level.WARNING,
                             f"Stopping group {name} on {self.local}: it is also active on the "
                             f"higher-priority server {holders[0]}.")
-                self._run(self._locked(name, group.deactivate, "DUALACTIVATION"), f"stop duplicate {name}")
+                self._run(self.stop_group_local(name, factor="DUALACTIVATION"), f"stop duplicate {name}")
 
     def _check_failback(self):
         if self.service is not ClusterServiceState.RUNNING:

@@ -14,7 +14,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from OpenSSL import crypto
 from twisted.application import service
-from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet import defer, endpoints, protocol, ssl
 from twisted.logger import Logger
 from twisted.protocols import amp
@@ -28,6 +27,12 @@ from cpro.protocols import internal as wire
 log = Logger()
 
 LINK_WAIT = 10.0  # seconds a request waits for the link to a peer to come up
+RECONNECT_MIN = 0.2  # seconds before reconnecting to a peer, growing to
+RECONNECT_MAX = 2.0
+
+
+class ConfigurationDiffers(Exception):
+    """The peer proved the key but runs another configuration."""
 
 
 def make_tls_identity(common_name):
@@ -47,14 +52,15 @@ def make_tls_identity(common_name):
 class InternalProtocol(amp.AMP):
     """One connection, inbound or outbound."""
 
-    def __init__(self, hub, outbound_peer=None):
+    def __init__(self, hub, outbound_peer=None, link=None):
         super().__init__()
         self.hub = hub
+        self.link = link  # the PeerLink of an outbound connection
+        self._generation = None  # set once the link adopted this connection
         self.peer = None  # authenticated peer name (inbound side)
         self.config_ok = False  # the peer runs our configuration (else: GetConfig only)
         self.outbound_peer = outbound_peer
         self._server_nonce = None
-        self.on_lost = None
 
     def locateResponder(self, name):
         if self.outbound_peer is None and name not in (b"Challenge", b"Authenticate"):
@@ -67,10 +73,15 @@ class InternalProtocol(amp.AMP):
                 return None
         return super().locateResponder(name)
 
+    def adopted(self, generation):
+        """The outbound link uses this connection from now on. (Called through
+        ClientService's protocol proxy, which is why it is a method.)"""
+        self._generation = generation
+
     def connectionLost(self, reason):
         super().connectionLost(reason)
-        if self.on_lost is not None:
-            self.on_lost(self)
+        if self.link is not None and self._generation is not None:
+            self.link.connection_lost(self._generation)
 
     # -- server side --------------------------------------------------------
 
@@ -126,32 +137,68 @@ class InternalProtocol(amp.AMP):
 
 
 class _Factory(protocol.Factory):
-    def __init__(self, hub, peer=None):
+    def __init__(self, hub, link=None):
         self.hub = hub
-        self.peer = peer
+        self.link = link
 
     def buildProtocol(self, addr):
-        p = InternalProtocol(self.hub, outbound_peer=self.peer)
+        p = InternalProtocol(self.hub, outbound_peer=self.link.name if self.link else None, link=self.link)
         p.factory = self
         return p
 
 
-class PeerLink:
-    """The authenticated outbound connection to one peer."""
+class PeerLink(service.Service):
+    """The authenticated outbound connection to one peer, reconnecting with
+    back-off while the service runs."""
 
     def __init__(self, hub, server_config):
         self.hub = hub
         self.name = server_config.name
-        self.protocol = None
+        self.protocol = None  # the adopted (authenticated) connection
+        self._generation = 0
         self._waiters = []
+        self._delay = RECONNECT_MIN
+        self._attempt = None
+        self._retry = None
         local = hub.config.server(hub.local)
-        endpoint = endpoints.SSL4ClientEndpoint(
+        self._endpoint = endpoints.SSL4ClientEndpoint(
             hub.reactor, server_config.address, server_config.ports.internal,
             ssl.CertificateOptions(), timeout=5, bindAddress=(local.address, 0))
-        self.service = ClientService(
-            endpoint, _Factory(hub, peer=self.name), clock=hub.reactor,
-            retryPolicy=backoffPolicy(initialDelay=0.2, maxDelay=2.0, factor=1.5, jitter=lambda: 0.0),
-            prepareConnection=self._authenticate)
+
+    def startService(self):
+        super().startService()
+        self._connect()
+
+    def stopService(self):
+        super().stopService()
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+        if self._attempt is not None:
+            self._attempt.cancel()
+        self._retry = self._attempt = None
+        if self.protocol is not None:
+            self.protocol.transport.loseConnection()
+        return defer.succeed(None)
+
+    def _connect(self):
+        self._retry = None
+        if not self.running:
+            return
+        self._attempt = self._endpoint.connect(_Factory(self.hub, link=self))
+        self._attempt.addCallback(self._authenticate)
+        self._attempt.addErrback(self._failed)
+
+    def _failed(self, failure):
+        self._attempt = None
+        if failure.check(defer.CancelledError) or not self.running:
+            return
+        log.debug("connection to {p} failed: {e}", p=self.name, e=failure.getErrorMessage())
+        self._schedule()
+
+    def _schedule(self):
+        if self.running and self._retry is None and self._attempt is None and self.protocol is None:
+            self._retry = self.hub.reactor.callLater(self._delay, self._connect)
+            self._delay = min(self._delay * 1.5, RECONNECT_MAX)
 
     @defer.inlineCallbacks
     def _authenticate(self, p):
@@ -171,27 +218,29 @@ class PeerLink:
                                   nonce, fp, hub.config.digest)
             if r["server"] != self.name or not wire.proofs_equal(expected, r["proof"]):
                 raise wire.AuthenticationFailed(f"{self.name} failed to prove the cluster key")
-        except Exception as e:
-            hub.auth_failed(self.name, str(e))
-            p.transport.loseConnection()
-            raise
-        if r["config"] != hub.config.digest:
-            # Authenticated, but another configuration: only GetConfig is allowed.
-            try:
+            if r["config"] != hub.config.digest:
+                # Authenticated, but another configuration: only GetConfig is allowed.
                 yield hub.config_mismatch(self.name, f"{self.name} has {r['config'][:12]}, "
                                                      f"{hub.local} has {hub.config.digest[:12]}", via=p)
-            finally:
-                p.transport.loseConnection()
-            raise wire.AuthenticationFailed(f"configuration of {self.name} differs")
+                raise ConfigurationDiffers()
+        except Exception as e:
+            if not isinstance(e, ConfigurationDiffers):
+                hub.auth_failed(self.name, str(e))
+            p.transport.loseConnection()
+            raise
+        self._attempt = None
+        self._delay = RECONNECT_MIN
+        self._generation += 1
+        p.adopted(self._generation)
         self.protocol = p
-        p.on_lost = self._lost
         hub.link_up(self)
         self._release_waiters()
 
-    def _lost(self, p):
-        if self.protocol is p:
+    def connection_lost(self, generation):
+        if generation == self._generation and self.protocol is not None:
             self.protocol = None
             self.hub.link_down(self)
+            self._schedule()
 
     def call(self, command, wait=LINK_WAIT, **kwargs):
         """Send a command on the link, waiting up to `wait` seconds for the
@@ -245,7 +294,7 @@ class InternalService(service.MultiService):
             if s.name != local:
                 link = PeerLink(self, s)
                 self.links[s.name] = link
-                link.service.setServiceParent(self)
+                link.setServiceParent(self)
 
     def listen(self):
         """Bind the listening port (raises CannotListenError)."""

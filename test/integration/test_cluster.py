@@ -140,7 +140,9 @@ class FailoverTests(ClusterTestCase):
         st = yield lab.status_all()
         self.assertEqual(group_current(st, "failover1", "srv1"), "srv1")
         yield lab.heal()
-        st = yield lab.wait_until(online_on("failover1", "srv1", lab.names), what="resolved on srv1")
+        st = yield lab.wait_until(lambda st: online_on("failover1", "srv1", lab.names)(st)
+                                  and [r["status"] for r in st["srv2"]["resources"]] == ["Online"]
+                                  and any(m[2] == "STOP" for m in lab.marks()), what="resolved on srv1")
         self.assertEqual(summary(st)["srv2"]["groups"], {"failover1": "srv1/Online"})
         stops = [m[1] for m in lab.marks() if m[2] == "STOP"]
         self.assertEqual(stops, ["srv2"])
