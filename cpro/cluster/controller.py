@@ -21,12 +21,12 @@ from twisted.logger import Logger
 
 from cpro.cluster import placement
 from cpro.cluster.escalation import ActivationEscalation, FinalAction
-from cpro.cluster.states import ClusterServiceState, GroupState, Level, PathState, ServerState
+from cpro.cluster.states import ClusterServiceState, GroupState, Level, PathState
 
 log = Logger()
 
 # Servers in these service states may be given groups.
-_TAKING = (ClusterServiceState.RUNNING.value, ClusterServiceState.STARTING.value)
+TAKING_GROUPS = (ClusterServiceState.RUNNING.value, ClusterServiceState.STARTING.value)
 
 
 class OperationError(Exception):
@@ -71,7 +71,7 @@ class ClusterController:
         self.reports = {}  # peer -> PeerReport (only while the peer is up)
         self.version = 0
         self.escalation = ActivationEscalation()
-        self._groups_by_name = {g.name: g for g in config.groups}
+        self.groups_by_name = {g.name: g for g in config.groups}
         self._sync_deadline = None
         self._dual_alerted = set()
         self._busy = {}  # group -> description of an operation in progress
@@ -94,14 +94,14 @@ class ClusterController:
             "resources": resources,
         }
 
-    def _peer_up(self, server):
+    def peer_up(self, server):
         return self.membership is not None and self.membership.is_up(server)
 
     def view(self):
         """server -> {group: GroupState value} for the local server and live peers."""
         v = {self.local: {n: g.state.value for n, g in self.groups.items()}}
         for server, report in self.reports.items():
-            if self._peer_up(server):
+            if self.peer_up(server):
                 v[server] = dict(report.groups)
         return v
 
@@ -111,7 +111,7 @@ class ClusterController:
     def holders_of(self, group):
         return sorted((s for s, gs in self.view().items()
                        if GroupState(gs.get(group, "Offline")).holds_resources),
-                      key=lambda s: placement.policy_rank(self._groups_by_name[group], s))
+                      key=lambda s: placement.policy_rank(self.groups_by_name[group], s))
 
     def eligible(self, starting=True):
         """Servers that may be given groups now.
@@ -120,12 +120,12 @@ class ClusterController:
             (they start what they are given when it ends: right for auto start,
             too slow for a failover).
         """
-        taking = _TAKING if starting else (ClusterServiceState.RUNNING.value,)
+        taking = TAKING_GROUPS if starting else (ClusterServiceState.RUNNING.value,)
         out = set()
         if self.service.value in taking:
             out.add(self.local)
         for server, report in self.reports.items():
-            if self._peer_up(server) and report.service in taking:
+            if self.peer_up(server) and report.service in taking:
                 out.add(server)
         return out
 
@@ -134,7 +134,7 @@ class ClusterController:
         self.version += 1
         self.on_state_change()
 
-    def _alert(self, module, event_id, level, message):
+    def alert(self, module, event_id, level, message):
         self.alerts.emit(module, event_id, level, message)
 
     # -- cluster service -----------------------------------------------------
@@ -144,8 +144,8 @@ class ClusterController:
         if self.service not in (ClusterServiceState.STOPPED,):
             raise OperationError(f"the cluster service is already {self.service.value.lower()}")
         self._set_service(ClusterServiceState.STARTING)
-        self._alert("pm", 1, Level.INFO, "Starting the cluster daemon...")
-        self._alert("nm", 5, Level.INFO, "Waiting for all servers to start.")
+        self.alert("pm", 1, Level.INFO, "Starting the cluster daemon...")
+        self.alert("nm", 5, Level.INFO, "Waiting for all servers to start.")
         self._sync_deadline = self.clock.callLater(self.config.startup_sync_wait, self._sync_timeout)
         self._check_sync()
 
@@ -159,14 +159,14 @@ class ClusterController:
 
     def _peers_reported(self):
         return [s.name for s in self.config.servers
-                if s.name != self.local and s.name in self.reports and self._peer_up(s.name)]
+                if s.name != self.local and s.name in self.reports and self.peer_up(s.name)]
 
     def _check_sync(self):
         if self.service is not ClusterServiceState.STARTING:
             return
         peers = [s.name for s in self.config.servers if s.name != self.local]
         if all(p in self._peers_reported() for p in peers):
-            self._alert("nm", 6, Level.INFO, "All servers have started.")
+            self.alert("nm", 6, Level.INFO, "All servers have started.")
             self._end_sync()
 
     def _sync_timeout(self):
@@ -175,7 +175,7 @@ class ClusterController:
             return
         missing = [s.name for s in self.config.servers
                    if s.name != self.local and s.name not in self._peers_reported()]
-        self._alert("nm", 7, Level.WARNING,
+        self.alert("nm", 7, Level.WARNING,
                     f"Startup synchronisation wait ({self.config.startup_sync_wait:g} s) is over; "
                     f"starting without {', '.join(missing)}.")
         self._end_sync()
@@ -185,7 +185,7 @@ class ClusterController:
             self._sync_deadline.cancel()
         self._sync_deadline = None
         self._set_service(ClusterServiceState.RUNNING)
-        self._alert("pm", 3, Level.INFO, "The cluster daemon has been started properly.")
+        self.alert("pm", 3, Level.INFO, "The cluster daemon has been started properly.")
         self._auto_start()
 
     def _auto_start(self):
@@ -195,7 +195,7 @@ class ClusterController:
         for group in sorted(self.config.groups, key=lambda g: g.gid):
             if not group.start_auto or group.name in holders:
                 continue
-            target = placement.choose_server(group, eligible, holders, self._groups_by_name)
+            target = placement.choose_server(group, eligible, holders, self.groups_by_name)
             if target is None:
                 continue
             holders[group.name] = target
@@ -210,100 +210,100 @@ class ClusterController:
             return
         if self._sync_deadline is not None and self._sync_deadline.active():
             self._sync_deadline.cancel()
-        self._alert("pm", 2, Level.INFO, "Shutting down the cluster daemon...")
+        self.alert("pm", 2, Level.INFO, "Shutting down the cluster daemon...")
         self._set_service(ClusterServiceState.STOPPING)
         moves = []
-        for name in sorted(self.groups, key=lambda n: self._groups_by_name[n].gid):
+        for name in sorted(self.groups, key=lambda n: self.groups_by_name[n].gid):
             group = self.groups[name]
             if not group.state.holds_resources:
                 continue
             yield self._locked(name, group.deactivate, "CLUSTERSHUTDOWN")
             if move_groups and name != keep_failed and group.state is GroupState.OFFLINE \
-                    and self._groups_by_name[name].failover_auto:
+                    and self.groups_by_name[name].failover_auto:
                 moves.append(name)
         self._set_service(ClusterServiceState.STOPPED)
         for name in moves:
-            target = placement.choose_server(self._groups_by_name[name], self.eligible() - {self.local},
-                                             self.holders(), self._groups_by_name)
+            target = placement.choose_server(self.groups_by_name[name], self.eligible() - {self.local},
+                                             self.holders(), self.groups_by_name)
             if target is None:
-                self._alert("rc", 61, Level.ERROR, f"There is no appropriate destination for the group {name}.")
+                self.alert("rc", 61, Level.ERROR, f"There is no appropriate destination for the group {name}.")
                 continue
-            self._alert("rc", 60, Level.INFO,
+            self.alert("rc", 60, Level.INFO,
                         f"Server {target} has been set as the destination for the group {name} "
                         f"(reason: cluster service stopped on {self.local}).")
             try:
                 yield self.peers.call(target, "group_start_local", group=name, event="FAILOVER")
             except Exception as e:
-                self._alert("rc", 61, Level.ERROR, f"Failed to start group {name} on {target}: {e}")
+                self.alert("rc", 61, Level.ERROR, f"Failed to start group {name} on {target}: {e}")
         self.on_service_stopped()
 
     def suspend(self):
         if self.service is not ClusterServiceState.RUNNING:
             raise OperationError(f"cannot suspend: the cluster service is {self.service.value.lower()}")
         self._set_service(ClusterServiceState.SUSPENDED)
-        self._alert("cl", 5, Level.INFO, "Suspend of the cluster service was requested.")
+        self.alert("cl", 5, Level.INFO, "Suspend of the cluster service was requested.")
 
     def resume(self):
         if self.service is not ClusterServiceState.SUSPENDED:
             raise OperationError(f"cannot resume: the cluster service is {self.service.value.lower()}")
         self._set_service(ClusterServiceState.RUNNING)
-        self._alert("cl", 7, Level.INFO, "Resume of the cluster service was requested.")
+        self.alert("cl", 7, Level.INFO, "Resume of the cluster service was requested.")
         pending, self._after_resume = self._after_resume, []
         for server, held in pending:
-            if not self._peer_up(server):
+            if not self.peer_up(server):
                 self._failover_from(server, [g for g in held if g not in self.holders()])
         self._check_dual_activation()
 
     # -- membership events ---------------------------------------------------
 
     def server_up(self, server, incarnation):
-        self._alert("nm", 1, Level.INFO, f"Server {server} has started.")
+        self.alert("nm", 1, Level.INFO, f"Server {server} has started.")
 
     def server_down(self, server):
-        self._alert("nm", 2, Level.WARNING, f"Server {server} has been stopped.")
+        self.alert("nm", 2, Level.WARNING, f"Server {server} has been stopped.")
         report = self.reports.pop(server, None)
         held = [g for g, s in (report.groups if report else {}).items()
-                if GroupState(s).holds_resources and g in self._groups_by_name]
+                if GroupState(s).holds_resources and g in self.groups_by_name]
         self._failover_from(server, held)
         self._check_sync()
 
     def server_restarted(self, server, old, new):
         """The peer's daemon restarted faster than the heartbeat timeout: what
         its old incarnation held is gone."""
-        self._alert("nm", 2, Level.WARNING, f"Server {server} has been restarted.")
+        self.alert("nm", 2, Level.WARNING, f"Server {server} has been restarted.")
         report = self.reports.get(server)
         if report is not None and report.incarnation != str(new):
             self.reports.pop(server)
             held = [g for g, s in report.groups.items()
-                    if GroupState(s).holds_resources and g in self._groups_by_name]
+                    if GroupState(s).holds_resources and g in self.groups_by_name]
             self._failover_from(server, held)
 
     def path_state_changed(self, server, path, old, new):
         if new is PathState.ERROR:
-            self._alert("nm", 4, Level.WARNING, f"Resource {path} of server {server} has stopped.")
+            self.alert("nm", 4, Level.WARNING, f"Resource {path} of server {server} has stopped.")
         elif new is PathState.NORMAL and old is PathState.ERROR:
-            self._alert("nm", 3, Level.INFO, f"Resource {path} of server {server} has started.")
+            self.alert("nm", 3, Level.INFO, f"Resource {path} of server {server} has started.")
 
     def _failover_from(self, server, held):
         if not held:
             return
         if self.service is not ClusterServiceState.RUNNING:
             if self.service is ClusterServiceState.SUSPENDED:
-                self._alert("rc", 61, Level.WARNING,
+                self.alert("rc", 61, Level.WARNING,
                             f"The cluster is suspended: groups {', '.join(held)} of {server} are failed "
                             f"over when it resumes.")
                 self._after_resume.append((server, held))
             return
-        movable = [g for g in held if self._groups_by_name[g].failover_auto]
+        movable = [g for g in held if self.groups_by_name[g].failover_auto]
         for g in set(held) - set(movable):
-            self._alert("rc", 61, Level.WARNING, f"Group {g} is not failed over (manual failover).")
+            self.alert("rc", 61, Level.WARNING, f"Group {g} is not failed over (manual failover).")
         plan = placement.plan_failover(server, movable, self.eligible(starting=False), self.holders(),
-                                       self._groups_by_name)
+                                       self.groups_by_name)
         for name, target in plan:
             if target is None:
-                self._alert("rc", 61, Level.ERROR, f"There is no appropriate destination for the group {name}.")
+                self.alert("rc", 61, Level.ERROR, f"There is no appropriate destination for the group {name}.")
             elif target == self.local:
-                self._alert("rc", 60, Level.INFO,
+                self.alert("rc", 60, Level.INFO,
                             f"Server {target} has been set as the destination for the group {name} "
                             f"(reason: server {server} down).")
                 self._run(self.start_group_local(name, "FAILOVER"), f"failover {name}")
@@ -322,10 +322,10 @@ class ClusterController:
         if old is not None and old.incarnation != report.incarnation:
             # The peer restarted and its new incarnation reported before a
             # heartbeat told us: what the old one held is gone.
-            self._alert("nm", 2, Level.WARNING, f"Server {server} has been restarted.")
+            self.alert("nm", 2, Level.WARNING, f"Server {server} has been restarted.")
             self._failover_from(server, [g for g, s in old.groups.items()
-                                         if GroupState(s).holds_resources and g in self._groups_by_name])
-        if not self._peer_up(server):
+                                         if GroupState(s).holds_resources and g in self.groups_by_name])
+        if not self.peer_up(server):
             return
         self._check_sync()
         self._check_dual_activation()
@@ -351,10 +351,10 @@ class ClusterController:
                 continue
             if name not in self._dual_alerted:
                 self._dual_alerted.add(name)
-                self._alert("rc", 92, Level.ERROR,
+                self.alert("rc", 92, Level.ERROR,
                             f"Group {name} has started on more than one server ({', '.join(holders)}).")
             if holders[0] != self.local and name not in self._busy:
-                self._alert("rc", 20, Level.WARNING,
+                self.alert("rc", 20, Level.WARNING,
                             f"Stopping group {name} on {self.local}: it is also active on the "
                             f"higher-priority server {holders[0]}.")
                 self._run(self.stop_group_local(name, factor="DUALACTIVATION"), f"stop duplicate {name}")
@@ -365,12 +365,12 @@ class ClusterController:
         eligible = self.eligible()
         holders = self.holders()
         for name, group in self.groups.items():
-            cfg = self._groups_by_name[name]
+            cfg = self.groups_by_name[name]
             if not cfg.failback_auto or group.state is not GroupState.ONLINE or name in self._busy:
                 continue
-            target = placement.failback_target(cfg, self.local, eligible, holders, self._groups_by_name)
+            target = placement.failback_target(cfg, self.local, eligible, holders, self.groups_by_name)
             if target is not None:
-                self._alert("rc", 74, Level.INFO, f"Failback of group {name} to {target} has started.")
+                self.alert("rc", 74, Level.INFO, f"Failback of group {name} to {target} has started.")
                 self._run(self._move_local(name, target), f"failback {name}")
 
     # -- local group actions -------------------------------------------------
@@ -388,11 +388,11 @@ class ClusterController:
     def _locked(self, name, fn, *args, **kwargs):
         return self.groups[name].lock.run(fn, *args, **kwargs)
 
-    def _require_running(self):
+    def require_running(self):
         if self.service is not ClusterServiceState.RUNNING:
             raise OperationError(f"the cluster service on {self.local} is {self.service.value.lower()}")
 
-    def _group(self, name):
+    def group(self, name):
         if name not in self.groups:
             raise OperationError(f"no such group: {name}")
         return self.groups[name]
@@ -400,8 +400,8 @@ class ClusterController:
     @defer.inlineCallbacks
     def start_group_local(self, name, event="START"):
         """Activate a group here, escalating on failure (retry, fail over, final action)."""
-        self._require_running()
-        group = self._group(name)
+        self.require_running()
+        group = self.group(name)
         elsewhere = [s for s in self.holders_of(name) if s != self.local]
         if elsewhere:
             raise OperationError(f"group {name} is already active on {elsewhere[0]}")
@@ -409,9 +409,9 @@ class ClusterController:
             raise OperationError(f"group {name} is busy: {self._busy[name]}")
         self._busy[name] = "starting"
         try:
-            self._alert("rc", 10, Level.INFO, f"Start group {name} (event {event}).")
+            self.alert("rc", 10, Level.INFO, f"Start group {name} (event {event}).")
             eligible_elsewhere = lambda: placement.next_server(  # noqa: E731
-                self._groups_by_name[name], self.local, self.eligible(), self.holders(), self._groups_by_name)
+                self.groups_by_name[name], self.local, self.eligible(), self.holders(), self.groups_by_name)
             outcome = yield self._locked(
                 name, group.activate, event, "", lambda rcfg: self.escalation.decide(
                     rcfg, eligible_elsewhere() is not None))
@@ -419,16 +419,16 @@ class ClusterController:
             self._busy.pop(name, None)
         if outcome.ok:
             self.escalation.reset_group(name)
-            self._alert("rc", 11, Level.INFO, f"Group {name} has started.")
+            self.alert("rc", 11, Level.INFO, f"Group {name} has started.")
             self._check_dual_activation()
             return {"message": f"group {name} started on {self.local}"}
-        self._alert("rc", 12, Level.ERROR, f"Failed to start group {name} ({outcome.resource}: {outcome.error}).")
+        self.alert("rc", 12, Level.ERROR, f"Failed to start group {name} ({outcome.resource}: {outcome.error}).")
         if outcome.failover:
             target = eligible_elsewhere()
             if target is None:
-                self._alert("rc", 61, Level.ERROR, f"There is no appropriate destination for the group {name}.")
+                self.alert("rc", 61, Level.ERROR, f"There is no appropriate destination for the group {name}.")
                 raise OperationError(f"group {name} failed on {self.local} and has no other server")
-            self._alert("rc", 60, Level.INFO,
+            self.alert("rc", 60, Level.INFO,
                         f"Server {target} has been set as the destination for the group {name} "
                         f"(reason: {outcome.resource} activation failed).")
             self._run(self.peers.call(target, "group_start_local", group=name, event="FAILOVER"),
@@ -440,7 +440,7 @@ class ClusterController:
 
     @defer.inlineCallbacks
     def _final_action(self, action, group_name, outcome):
-        self._alert("rc", 200, Level.ERROR,
+        self.alert("rc", 200, Level.ERROR,
                     f"Final action for {outcome.resource} of group {group_name}: {action.words}.")
         if action in (FinalAction.STOP_CLUSTER_SERVICE, FinalAction.STOP_SERVICE_AND_SHUTDOWN,
                       FinalAction.STOP_SERVICE_AND_REBOOT):
@@ -452,40 +452,40 @@ class ClusterController:
 
     @defer.inlineCallbacks
     def stop_group_local(self, name, factor="GROUPSTOP"):
-        group = self._group(name)
+        group = self.group(name)
         if name in self._busy:
             raise OperationError(f"group {name} is busy: {self._busy[name]}")
         self._busy[name] = "stopping"
         try:
-            self._alert("rc", 20, Level.INFO, f"Stop group {name}.")
+            self.alert("rc", 20, Level.INFO, f"Stop group {name}.")
             outcome = yield self._locked(name, group.deactivate, factor)
         finally:
             self._busy.pop(name, None)
         if not outcome.ok:
-            self._alert("rc", 22, Level.ERROR, f"Failed to stop group {name} ({outcome.resource}: {outcome.error}).")
+            self.alert("rc", 22, Level.ERROR, f"Failed to stop group {name} ({outcome.resource}: {outcome.error}).")
             if outcome.final_action is not None:
                 yield self._final_action(outcome.final_action, name, outcome)
             raise OperationError(f"group {name} failed to stop on {self.local}: {outcome.resource}: {outcome.error}")
-        self._alert("rc", 21, Level.INFO, f"Group {name} has stopped.")
+        self.alert("rc", 21, Level.INFO, f"Group {name} has stopped.")
         return {"message": f"group {name} stopped on {self.local}"}
 
     @defer.inlineCallbacks
     def _move_local(self, name, target):
         yield self.stop_group_local(name, factor="GROUPMOVE")
-        result = yield self._start_there_or_back(name, target, self.local)
+        result = yield self.start_there_or_back(name, target, self.local)
         return result
 
     @defer.inlineCallbacks
-    def _start_there_or_back(self, name, target, origin):
+    def start_there_or_back(self, name, target, origin):
         """Second half of a move: start on target; if that fails, bring the
         group back on origin so that it does not stay down."""
         try:
-            result = yield self._call(target, "group_start_local", group=name, event="START")
+            result = yield self.call(target, "group_start_local", group=name, event="START")
             return result
         except Exception as e:
-            self._alert("rc", 52, Level.ERROR, f"Failed to move group {name} to {target}: {e}. "
+            self.alert("rc", 52, Level.ERROR, f"Failed to move group {name} to {target}: {e}. "
                                                f"Starting it again on {origin}.")
-            yield self._call(origin, "group_start_local", group=name, event="START")
+            yield self.call(origin, "group_start_local", group=name, event="START")
             raise OperationError(f"group {name} could not start on {target} ({e}); it was started "
                                  f"again on {origin}")
 
@@ -497,7 +497,7 @@ class ClusterController:
 
     @defer.inlineCallbacks
     def start_resource_local(self, resource):
-        self._require_running()
+        self.require_running()
         group = self._resource_group(resource)
         elsewhere = [s for s in self.holders_of(group.name) if s != self.local]
         if elsewhere:
@@ -515,134 +515,21 @@ class ClusterController:
             raise OperationError(f"resource {resource} failed to stop: {outcome.error}")
         return {"message": f"resource {resource} stopped on {self.local}"}
 
-    # -- operator requests (may involve other servers) -------------------------
+    # -- acting on any server --------------------------------------------------
 
-    def _server_name(self, server):
+    def check_server(self, server):
+        """Refuse a server name that is not in the configuration."""
         if server and self.config.server(server) is None:
             raise OperationError(f"no such server: {server}")
         return server
 
-    def _call(self, server, op, **args):
+    def call(self, server, op, **args):
         """Run op on server: locally or through the peer channel."""
         if server == self.local:
             return defer.maybeDeferred(self.handle_call, op, args)
-        if not self._peer_up(server):
+        if not self.peer_up(server):
             return defer.fail(OperationError(f"server {server} is not running"))
         return self.peers.call(server, op, **args)
-
-    def _group_names(self, name):
-        if name:
-            self._group(name)
-            return [name]
-        return [g.name for g in sorted(self.config.groups, key=lambda g: g.gid)]
-
-    @defer.inlineCallbacks
-    def op_group_start(self, name=None, server=None):
-        self._require_running()
-        self._server_name(server)
-        messages = []
-        for g in self._group_names(name):
-            holders = self.holders_of(g)
-            if holders:
-                if name:
-                    raise OperationError(f"group {g} is already active on {holders[0]}")
-                continue
-            target = server or placement.choose_server(self._groups_by_name[g], self.eligible(),
-                                                       self.holders(), self._groups_by_name)
-            if target is None:
-                raise OperationError(f"no server can start group {g} now")
-            result = yield self._call(target, "group_start_local", group=g, event="START")
-            messages.append(result.get("message", ""))
-        return {"message": "\n".join(m for m in messages if m) or "nothing to start"}
-
-    @defer.inlineCallbacks
-    def op_group_stop(self, name=None, server=None):
-        self._server_name(server)
-        messages = []
-        for g in self._group_names(name):
-            holders = self.holders_of(g)
-            if server:
-                holders = [h for h in holders if h == server]
-            if not holders:
-                if name:
-                    raise OperationError(f"group {g} is not active" + (f" on {server}" if server else ""))
-                continue
-            for h in holders:
-                result = yield self._call(h, "group_stop_local", group=g)
-                messages.append(result.get("message", ""))
-        return {"message": "\n".join(m for m in messages if m) or "nothing to stop"}
-
-    @defer.inlineCallbacks
-    def op_group_move(self, name=None, server=None):
-        self._require_running()
-        self._server_name(server)
-        if not name:
-            raise OperationError("group move needs a group name")
-        self._group(name)
-        holders = self.holders_of(name)
-        if not holders:
-            raise OperationError(f"group {name} is not active")
-        current = holders[0]
-        cfg = self._groups_by_name[name]
-        if server:
-            if server == current:
-                raise OperationError(f"group {name} is already active on {server}")
-            if server not in self.eligible():
-                raise OperationError(f"server {server} is not running")
-            target = server
-        else:
-            target = placement.next_server(cfg, current, self.eligible(), self.holders(), self._groups_by_name)
-            if target is None:
-                raise OperationError(f"no other server can take group {name}")
-        self._alert("rc", 50, Level.INFO, f"Move group {name} from {current} to {target}.")
-        yield self._call(current, "group_stop_local", group=name, factor="GROUPMOVE")
-        yield self._start_there_or_back(name, target, current)
-        self._alert("rc", 51, Level.INFO, f"Group {name} has moved to {target}.")
-        return {"message": f"group {name} moved from {current} to {target}"}
-
-    def _resource_holder(self, resource, server):
-        rcfg = self.config.resource(resource)
-        if rcfg is None:
-            raise OperationError(f"no such resource: {resource}")
-        self._server_name(server)
-        holders = self.holders_of(rcfg.group)
-        return rcfg, holders
-
-    def op_resource_start(self, resource, server=None):
-        self._require_running()
-        rcfg, holders = self._resource_holder(resource, server)
-        target = server or (holders[0] if holders else self.local)
-        if holders and target != holders[0]:
-            raise OperationError(f"group {rcfg.group} of {resource} is active on {holders[0]}")
-        return self._call(target, "resource_start_local", resource=resource)
-
-    def op_resource_stop(self, resource, server=None):
-        rcfg, holders = self._resource_holder(resource, server)
-        target = server or (holders[0] if holders else None)
-        if target is None:
-            raise OperationError(f"resource {resource} is not active")
-        return self._call(target, "resource_stop_local", resource=resource)
-
-    @defer.inlineCallbacks
-    def op_cluster(self, action, all_servers=False):
-        """clpcl: start|stop|restart|suspend|resume, here or on every server."""
-        if action not in ("start", "stop", "restart", "suspend", "resume"):
-            raise OperationError(f"unknown cluster action: {action}")
-        targets = [s.name for s in self.config.servers] if all_servers else [self.local]
-        results = []
-        for server in targets:
-            if server != self.local and not self._peer_up(server):
-                results.append({"name": server, "code": 1, "message": "server is not reachable"})
-                continue
-            try:
-                yield self._call(server, "cluster_local", action=action, move=not all_servers)
-                results.append({"name": server, "code": 0, "message": "Command succeeded."})
-            except Exception as e:
-                results.append({"name": server, "code": 1, "message": str(e)})
-        failed = [r for r in results if r["code"]]
-        if failed and len(failed) == len(results):
-            raise OperationError("; ".join(f"{r['name']}: {r['message']}" for r in failed))
-        return {"servers": results}
 
     @defer.inlineCallbacks
     def cluster_local(self, action, move=True):
@@ -676,72 +563,3 @@ class ClusterController:
         if op == "get_state":
             return self.local_report()
         raise OperationError(f"unknown request: {op}")
-
-    # -- status ----------------------------------------------------------------
-
-    def server_status(self, server):
-        if server == self.local:
-            return {
-                ClusterServiceState.RUNNING: ServerState.ONLINE,
-                ClusterServiceState.STARTING: ServerState.ONLINE,
-                ClusterServiceState.SUSPENDED: ServerState.SUSPEND,
-            }.get(self.service, ServerState.OFFLINE)
-        if not self._peer_up(server):
-            return ServerState.OFFLINE
-        report = self.reports.get(server)
-        if report is None:
-            return ServerState.UNKNOWN
-        if report.service == ClusterServiceState.SUSPENDED.value:
-            return ServerState.SUSPEND
-        if report.service not in _TAKING:
-            return ServerState.OFFLINE
-        states = self.membership.path_states(server).values()
-        if any(s is not PathState.NORMAL for s in states):
-            return ServerState.CAUTION
-        return ServerState.ONLINE
-
-    def status(self):
-        view = self.view()
-        servers = []
-        for s in self.config.servers:
-            if s.name == self.local:
-                paths = {hb.name: PathState.NORMAL for hb in self.config.heartbeats}
-            elif self.membership is not None:
-                paths = self.membership.path_states(s.name)
-            else:
-                paths = {}
-            servers.append({
-                "name": s.name, "status": self.server_status(s.name).value, "priority": s.priority,
-                "heartbeats": [{"name": hb.name, "type": hb.kind,
-                                "status": paths.get(hb.name, PathState.UNKNOWN).value}
-                               for hb in self.config.heartbeats],
-            })
-        groups, resources = [], []
-        for g in sorted(self.config.groups, key=lambda g: g.gid):
-            holders = self.holders_of(g.name)
-            current = holders[0] if holders else ""
-            state = view[current][g.name] if current else GroupState.OFFLINE.value
-            groups.append({"name": g.name, "status": state, "current": current,
-                           "resources": list(g.resources)})
-            for rname in g.resources:
-                rcfg = self.config.resource(rname)
-                if current == self.local:
-                    rstate = self.groups[g.name].resource_states[rname].value
-                elif current:
-                    rstate = self.reports[current].resources.get(rname, "Unknown")
-                else:
-                    rstate = "Offline"
-                resources.append({"name": rname, "type": rcfg.type, "status": rstate,
-                                  "current": current, "group": g.name})
-        local_state = self.server_status(self.local)
-        return {
-            "cluster": {"name": self.config.name,
-                        "status": "Online" if local_state in (ServerState.ONLINE, ServerState.CAUTION)
-                        else local_state.value},
-            "local": self.local,
-            "service": self.service.value,
-            "servers": servers,
-            "groups": groups,
-            "resources": resources,
-            "monitors": [],
-        }

@@ -20,7 +20,9 @@ from cpro import exitcodes
 from cpro.cluster.controller import ClusterController, OperationError
 from cpro.cluster.group import LocalGroup
 from cpro.cluster.membership import Membership
+from cpro.cluster.operations import OperatorRequests
 from cpro.cluster.states import ClusterServiceState
+from cpro.cluster.status import cluster_status
 from cpro.protocols import admin as admin_protocol
 from cpro.protocols.heartbeat import StateDigest, new_incarnation
 from cpro.resources.exec import ExecResource
@@ -61,13 +63,14 @@ class AdminHandler:
 
     def __init__(self, node):
         self.node = node
+        self.requests = OperatorRequests(node.controller)
 
     def execute(self, request):
-        c = self.node.controller
+        r = self.requests
         verb, action = request.verb, request.action
         try:
             if verb == "status":
-                status = c.status()
+                status = cluster_status(self.node.controller)
                 status["counters"] = self.node.heartbeat.counters()
                 return status
             if verb == "alerts":
@@ -75,12 +78,12 @@ class AdminHandler:
                 return {"alerts": [{"time": a.time, "server": a.server, "module": a.module, "id": a.event_id,
                                     "level": a.level.value, "message": a.message} for a in alerts]}
             if verb == "cluster":
-                return c.op_cluster(action, bool(request.all)).addErrback(self._refused)
+                return r.cluster(action, bool(request.all)).addErrback(self._refused)
             if verb == "group":
-                op = {"start": c.op_group_start, "stop": c.op_group_stop, "move": c.op_group_move}[action]
+                op = {"start": r.group_start, "stop": r.group_stop, "move": r.group_move}[action]
                 return op(request.target, request.server).addErrback(self._refused)
             if verb == "resource":
-                op = {"start": c.op_resource_start, "stop": c.op_resource_stop}[action]
+                op = {"start": r.resource_start, "stop": r.resource_stop}[action]
                 return defer.maybeDeferred(op, request.target, request.server).addErrback(self._refused)
         except OperationError as e:
             raise admin_protocol.AdminError(str(e))

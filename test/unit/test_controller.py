@@ -8,7 +8,9 @@ from zope.interface.verify import verifyObject
 
 from cpro.cluster.controller import ClusterController, OperationError
 from cpro.cluster.group import LocalGroup
+from cpro.cluster.operations import OperatorRequests
 from cpro.cluster.states import ClusterServiceState, GroupState
+from cpro.cluster.status import cluster_status
 from cpro.interfaces import IAlertSink, IGroupResource, IOSActions, IPeerChannel
 from cpro.testing import FakeAlerts, FakeMembership, FakeOSActions, FakePeers, FakeResource, make_config
 
@@ -37,6 +39,7 @@ class Harness:
                                             self.alerts, self.os, "inc-local")
         self.membership = FakeMembership(up=up)
         self.controller.membership = self.membership
+        self.requests = OperatorRequests(self.controller)
 
     def running(self, peer_groups=None):
         """Start the service with every peer reporting Running."""
@@ -75,7 +78,7 @@ class StartupTests(SynchronousTestCase):
     def test_rejoining_server_does_not_take_running_group(self):
         h = Harness(local="srv1", up=("srv2",)).running({"srv2": {"failover1": "Online"}})
         self.assertFalse(h.resources["exec1"].calls)
-        self.assertEqual(h.controller.status()["groups"][0]["current"], "srv2")
+        self.assertEqual(cluster_status(h.controller)["groups"][0]["current"], "srv2")
 
     def test_sync_wait_expires_and_lone_server_starts(self):
         h = Harness(local="srv2", up=())
@@ -238,7 +241,7 @@ class FailbackTests(SynchronousTestCase):
 class OperatorTests(SynchronousTestCase):
     def test_move_stops_here_and_starts_there(self):
         h = Harness(local="srv1", up=("srv2",)).running()
-        d = h.controller.op_group_move("failover1", "srv2")
+        d = h.requests.group_move("failover1", "srv2")
         self.assertFalse(h.resources["exec1"].active)
         server, op, args, pending = h.peers.calls[-1]
         self.assertEqual((server, op), ("srv2", "group_start_local"))
@@ -247,13 +250,13 @@ class OperatorTests(SynchronousTestCase):
 
     def test_start_refused_when_active_elsewhere(self):
         h = Harness(local="srv1", up=("srv2",)).running({"srv2": {"failover1": "Online"}})
-        f = self.failureResultOf(h.controller.op_group_start("failover1"), OperationError)
+        f = self.failureResultOf(h.requests.group_start("failover1"), OperationError)
         self.assertIn("already active on srv2", str(f.value))
 
     def test_unknown_group_and_server(self):
         h = Harness(local="srv1", up=("srv2",)).running()
-        self.failureResultOf(defer.maybeDeferred(h.controller.op_group_stop, "nope"), OperationError)
-        self.failureResultOf(defer.maybeDeferred(h.controller.op_group_start, "failover1", "srv9"), OperationError)
+        self.failureResultOf(defer.maybeDeferred(h.requests.group_stop, "nope"), OperationError)
+        self.failureResultOf(defer.maybeDeferred(h.requests.group_start, "failover1", "srv9"), OperationError)
 
     def test_stop_service_moves_groups(self):
         h = Harness(local="srv1", up=("srv2",)).running()
@@ -265,7 +268,7 @@ class OperatorTests(SynchronousTestCase):
 
     def test_status_shapes(self):
         h = Harness(local="srv1", up=("srv2",)).running()
-        st = h.controller.status()
+        st = cluster_status(h.controller)
         self.assertEqual(st["cluster"]["status"], "Online")
         self.assertEqual([s["name"] for s in st["servers"]], ["srv1", "srv2"])
         self.assertEqual(st["groups"][0], {"name": "failover1", "status": "Online", "current": "srv1",
