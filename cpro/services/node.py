@@ -224,20 +224,26 @@ class ClusterNode(service.MultiService):
 
     @defer.inlineCallbacks
     def _config_mismatch(self, server, detail, via):
-        """A starting server refuses to run with another configuration than the master's."""
-        if via is None or server != self.config.master.name or self.local == server \
+        """A starting server refuses to run with another configuration than the
+        master's or, while the master is down, than any other server's (two
+        servers that disagree on the groups could run one twice)."""
+        master = self.config.master.name
+        if via is None or self.local == master \
                 or self.controller.service not in (ClusterServiceState.STARTING, ClusterServiceState.STOPPED):
             return
-        saved = os.path.join(self.state_dir, "clp.conf.master")
+        if server != master and self.membership.is_up(master):
+            return  # the master's configuration decides; a mismatching peer is refused as a peer
+        who = f"the master {server}" if server == master else f"{server} (the master {master} is down)"
+        saved = os.path.join(self.state_dir, f"clp.conf.{server}")
         try:
             digest, text = yield self.internal.fetch_config(via)
             with open(saved, "w") as f:
                 f.write(text)
-            where = f"the master's copy is saved in {saved}"
+            where = f"its copy is saved in {saved}"
         except Exception as e:
             where = f"fetching the master's copy failed: {e}"
         self.exit(exitcodes.CONFIG_MISMATCH,
-                  f"the configuration differs from the master {server}'s ({detail}); refusing to run; {where}")
+                  f"the configuration differs from that of {who} ({detail}); refusing to run; {where}")
 
 
 def _bind_error(exc, message):

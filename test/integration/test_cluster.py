@@ -394,9 +394,26 @@ class StartupFailureTests(ClusterTestCase):
             f.write(text.replace("<syncwait>", "<cfwait>60</cfwait><syncwait>"))
         code, out = yield self._exit_code(lab, "srv2", config=other)
         self.assertEqual(code, 7, out)
-        self.assertIn("differs from the master", out)
-        with open(os.path.join(lab.state_dir("srv2"), "clp.conf.master")) as f:
+        self.assertIn("differs from that of the master srv1", out)
+        with open(os.path.join(lab.state_dir("srv2"), "clp.conf.srv1")) as f:
             self.assertEqual(f.read(), text)
+
+    @defer.inlineCallbacks
+    def test_config_differs_from_a_running_peer_while_the_master_is_down(self):
+        lab = yield self.make_cluster(servers=3, groups=[one_group()], sync_wait=2)
+        lab.start("srv2")  # the master srv1 stays down
+        yield lab.wait_until(lambda st: st["srv2"]["cluster"]["status"] == "Online", names=["srv2"],
+                             what="srv2 running alone")
+        other = os.path.join(lab.workdir, "other.conf")
+        with open(lab.config_path) as f:
+            text = f.read()
+        with open(other, "w") as f:
+            f.write(text.replace("<syncwait>", "<cfwait>60</cfwait><syncwait>"))
+        code, out = yield self._exit_code(lab, "srv3", config=other)
+        self.assertEqual(code, 7, out)
+        self.assertIn("srv2 (the master srv1 is down)", out)
+        st = yield lab.status_all(["srv2"])
+        self.assertEqual(st["srv2"]["cluster"]["status"], "Online")
 
 
 def _bin(name):
