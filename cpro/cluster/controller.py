@@ -73,6 +73,8 @@ class ClusterController:
         self.escalation = ActivationEscalation()
         self.groups_by_name = {g.name: g for g in config.groups}
         self._sync_deadline = None
+        self._master_deadline = None
+        self._sync_expired = False
         self._dual_alerted = set()
         self._busy = {}  # group -> description of an operation in progress
         self._after_resume = []  # (server, groups) that went down while suspended
@@ -146,7 +148,11 @@ class ClusterController:
         self._set_service(ClusterServiceState.STARTING)
         self.alert("pm", 1, Level.INFO, "Starting the cluster daemon...")
         self.alert("nm", 5, Level.INFO, "Waiting for all servers to start.")
+        self._sync_expired = False
         self._sync_deadline = self.clock.callLater(self.config.startup_sync_wait, self._sync_timeout)
+        if self.local != self.config.master.name:
+            self._master_deadline = self.clock.callLater(self.config.config_download_wait,
+                                                         self._master_timeout)
         self._check_sync()
 
     def _set_service(self, new):
@@ -171,19 +177,45 @@ class ClusterController:
 
     def _sync_timeout(self):
         self._sync_deadline = None
-        if self.service is not ClusterServiceState.STARTING:
+        self._sync_expired = True
+        self._end_sync_without_everyone()
+
+    def _master_timeout(self):
+        """cfwait is over: stop waiting for the master to check our configuration."""
+        self._master_deadline = None
+        if self.service is ClusterServiceState.STARTING and not self._master_checked():
+            self.alert("pm", 11, Level.WARNING,
+                       f"The configuration could not be checked against the master "
+                       f"{self.config.master.name} within {self.config.config_download_wait:g} s.")
+        self._end_sync_without_everyone()
+
+    def _master_checked(self):
+        """Reports only travel on links whose ends run the same configuration."""
+        master = self.config.master.name
+        return master == self.local or master in self._peers_reported()
+
+    def _end_sync_without_everyone(self):
+        """After syncwait, start without the missing servers; a non-master also
+        waits (up to cfwait) for the master, which checks its configuration."""
+        if self.service is not ClusterServiceState.STARTING or not self._sync_expired:
+            return
+        if self._master_deadline is not None and not self._master_checked():
             return
         missing = [s.name for s in self.config.servers
                    if s.name != self.local and s.name not in self._peers_reported()]
         self.alert("nm", 7, Level.WARNING,
-                    f"Startup synchronisation wait ({self.config.startup_sync_wait:g} s) is over; "
-                    f"starting without {', '.join(missing)}.")
+                   f"Startup synchronisation wait ({self.config.startup_sync_wait:g} s) is over; "
+                   f"starting without {', '.join(missing)}.")
         self._end_sync()
 
+    def _cancel_sync_timers(self):
+        for timer in (self._sync_deadline, self._master_deadline):
+            if timer is not None and timer.active():
+                timer.cancel()
+        self._sync_deadline = self._master_deadline = None
+
     def _end_sync(self):
-        if self._sync_deadline is not None and self._sync_deadline.active():
-            self._sync_deadline.cancel()
-        self._sync_deadline = None
+        self._cancel_sync_timers()
         self._set_service(ClusterServiceState.RUNNING)
         self.alert("pm", 3, Level.INFO, "The cluster daemon has been started properly.")
         self._auto_start()
@@ -208,8 +240,7 @@ class ClusterController:
         the next server unless the whole cluster is stopping)."""
         if self.service in (ClusterServiceState.STOPPED, ClusterServiceState.STOPPING):
             return
-        if self._sync_deadline is not None and self._sync_deadline.active():
-            self._sync_deadline.cancel()
+        self._cancel_sync_timers()
         self.alert("pm", 2, Level.INFO, "Shutting down the cluster daemon...")
         self._set_service(ClusterServiceState.STOPPING)
         moves = []

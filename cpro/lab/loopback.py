@@ -168,6 +168,7 @@ class LoopbackCluster:
     <key>{escape(self.key)}</key>
     <heartbeat><interval>{self.interval_ms}</interval><timeout>{self.timeout_ms}</timeout></heartbeat>
     <syncwait>{self.sync_wait}</syncwait>
+    <cfwait>{self.sync_wait}</cfwait>
     <ports><internal>{self.port("internal")}</internal><lanhb>{self.port("lanhb")}</lanhb><alert>{self.port("alert")}</alert><lankhb>{self.port("lankhb")}</lankhb></ports>
     <osaction><shutdown>{escape(self._script("osaction-shutdown", self._marker_script("OSACTION shutdown")))}</shutdown><reboot>{escape(self._script("osaction-reboot", self._marker_script("OSACTION reboot")))}</reboot></osaction>
     {self.extra_cluster_xml}

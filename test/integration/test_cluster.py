@@ -391,7 +391,7 @@ class StartupFailureTests(ClusterTestCase):
         with open(lab.config_path) as f:
             text = f.read()
         with open(other, "w") as f:
-            f.write(text.replace("<syncwait>", "<cfwait>60</cfwait><syncwait>"))
+            f.write(text.replace("<syncwait>", "<alertlog><backups>4</backups></alertlog><syncwait>"))
         code, out = yield self._exit_code(lab, "srv2", config=other)
         self.assertEqual(code, 7, out)
         self.assertIn("differs from that of the master srv1", out)
@@ -408,7 +408,7 @@ class StartupFailureTests(ClusterTestCase):
         with open(lab.config_path) as f:
             text = f.read()
         with open(other, "w") as f:
-            f.write(text.replace("<syncwait>", "<cfwait>60</cfwait><syncwait>"))
+            f.write(text.replace("<syncwait>", "<alertlog><backups>4</backups></alertlog><syncwait>"))
         code, out = yield self._exit_code(lab, "srv3", config=other)
         self.assertEqual(code, 7, out)
         self.assertIn("srv2 (the master srv1 is down)", out)

@@ -2,6 +2,8 @@
 auto start, failover on server down, escalation, double activation,
 failback, suspend, operator requests."""
 
+import dataclasses
+
 from twisted.internet import defer, task
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
@@ -90,6 +92,27 @@ class StartupTests(SynchronousTestCase):
         self.assertTrue(h.resources["exec1"].active)
         self.assertEqual(h.resources["exec1"].calls[0][1].home, False)
         self.assertIn(7, h.alerts.ids("nm"))
+        self.assertEqual(h.clock.getDelayedCalls(), [])
+
+    def test_lone_non_master_also_waits_for_the_master_up_to_cfwait(self):
+        h = Harness(local="srv2", up=())
+        h.config = h.controller.config = dataclasses.replace(h.config, config_download_wait=60.0)
+        h.controller.start_service()
+        h.clock.advance(30)
+        self.assertEqual(h.controller.service, ClusterServiceState.STARTING)
+        h.clock.advance(30)
+        self.assertEqual(h.controller.service, ClusterServiceState.RUNNING)
+        self.assertIn(11, h.alerts.ids("pm"))
+        self.assertEqual(h.clock.getDelayedCalls(), [])
+
+    def test_master_report_ends_the_wait_for_the_master(self):
+        h = Harness(local="srv2", servers=("srv1", "srv2", "srv3"), up=("srv1",))
+        h.config = h.controller.config = dataclasses.replace(h.config, config_download_wait=60.0)
+        h.controller.start_service()
+        h.controller.peer_report("srv1", running_report())
+        h.clock.advance(30)  # syncwait over; srv3 missing, master checked
+        self.assertEqual(h.controller.service, ClusterServiceState.RUNNING)
+        self.assertNotIn(11, h.alerts.ids("pm"))
         self.assertEqual(h.clock.getDelayedCalls(), [])
 
     def test_manual_start_group_not_started(self):
