@@ -216,8 +216,26 @@ def render_heartbeats(payload):
         for hb in server.get("heartbeats") or []:
             value = f"{_status(hb):<{STATUS_WIDTH}}{_kind(hb)}"
             lines.append(_padded(f"      {hb.get('name', '?')}", value, column))
+    lines += _packet_counters(payload.get("counters") or {})
     lines.append(_rule())
     return "\n".join(lines) + "\n"
+
+
+# Counters of packets a heartbeat path dropped, in the order an operator reads them.
+_DROPPED = ("malformed", "unauthenticated", "foreign", "unknown_sender", "spoofed", "replayed", "stale",
+            "send_errors")
+
+
+def _packet_counters(counters):
+    """'lanhb1 : received 120, accepted 118, malformed 2' lines (local view)."""
+    if not counters:
+        return []
+    lines = ["", "  [packets on this server]"]
+    for path, c in counters.items():
+        parts = [f"received {c.get('received', 0)}", f"accepted {c.get('accepted', 0)}"]
+        parts += [f"{k} {c[k]}" for k in _DROPPED if c.get(k)]
+        lines.append(f"      {path:<14}: " + ", ".join(parts))
+    return lines
 
 
 def render_monitors(payload):

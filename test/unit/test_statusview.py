@@ -156,3 +156,14 @@ class OtherViewTests(unittest.SynchronousTestCase):
                          "Start srv1 : Command succeeded.\nStart srv2 : not reachable\n")
         self.assertTrue(statusview.operation_failed(payload))
         self.assertFalse(statusview.operation_failed({}))
+
+
+class PacketCounterTests(unittest.SynchronousTestCase):
+    def test_heartbeat_view_shows_dropped_packets(self):
+        payload = {"cluster": {"name": "c", "status": "Online"}, "local": "srv1",
+                   "servers": [{"name": "srv1", "status": "Online", "heartbeats": [{"name": "lanhb1", "status": "Normal"}]}],
+                   "counters": {"lanhb1": {"received": 12, "accepted": 9, "malformed": 2, "unauthenticated": 1,
+                                           "foreign": 0}}}
+        text = statusview.render_heartbeats(payload)
+        self.assertIn("lanhb1        : received 12, accepted 9, malformed 2, unauthenticated 1", text)
+        self.assertNotIn("foreign", text)
