@@ -302,6 +302,7 @@ class LoopbackCluster:
             except LabError:
                 pass
         if self.netns:
+            yield self.kill_namespace_processes()
             try:
                 yield self._ip("netns", "del", self.netns)
             except LabError:
@@ -309,6 +310,20 @@ class LoopbackCluster:
         yield self.kill_scripts()
         if self._short_run_dir:
             shutil.rmtree(self._short_run_dir, ignore_errors=True)
+
+    @defer.inlineCallbacks
+    def kill_namespace_processes(self):
+        """SIGKILL every process inside the lab's namespace (whatever scripts,
+        from whatever directory, the servers started)."""
+        try:
+            out = yield self._ip("netns", "pids", self.netns)
+        except LabError:
+            return
+        for pid in out.split():
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except (ValueError, ProcessLookupError):
+                pass
 
     @defer.inlineCallbacks
     def kill_scripts(self):
