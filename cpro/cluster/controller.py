@@ -78,6 +78,7 @@ class ClusterController:
         self._dual_alerted = set()
         self._busy = {}  # group -> description of an operation in progress
         self._after_resume = []  # (server, groups) that went down while suspended
+        self._orphans = {}  # group -> the dead server it was on, until a live server holds it
         self.on_state_change = lambda: None  # node hook: push state, send a beat now
         self.on_service_stopped = lambda: None
 
@@ -316,27 +317,44 @@ class ClusterController:
             self.alert("nm", 3, Level.INFO, f"Resource {path} of server {server} has started.")
 
     def _failover_from(self, server, held):
-        if not held:
+        """The groups `held` lost their server: they become orphans until a live
+        server reports holding them, and are (re)placed now."""
+        if self.service is ClusterServiceState.SUSPENDED and held:
+            self.alert("rc", 61, Level.WARNING,
+                       f"The cluster is suspended: groups {', '.join(held)} of {server} are failed "
+                       f"over when it resumes.")
+            self._after_resume.append((server, held))
             return
         if self.service is not ClusterServiceState.RUNNING:
-            if self.service is ClusterServiceState.SUSPENDED:
-                self.alert("rc", 61, Level.WARNING,
-                            f"The cluster is suspended: groups {', '.join(held)} of {server} are failed "
-                            f"over when it resumes.")
-                self._after_resume.append((server, held))
             return
-        movable = [g for g in held if self.groups_by_name[g].failover_auto]
-        for g in set(held) - set(movable):
-            self.alert("rc", 61, Level.WARNING, f"Group {g} is not failed over (manual failover).")
-        plan = placement.plan_failover(server, movable, self.eligible(starting=False), self.holders(),
+        for g in held:
+            if self.groups_by_name[g].failover_auto:
+                self._orphans[g] = server
+            else:
+                self.alert("rc", 61, Level.WARNING, f"Group {g} is not failed over (manual failover).")
+        self._place_orphans()
+
+    def _prune_orphans(self):
+        holders = self.holders()
+        for g in [g for g in self._orphans if g in holders]:
+            del self._orphans[g]
+        return holders
+
+    def _place_orphans(self):
+        """Start here the orphans whose target we are. Re-run on every server
+        down, so an orphan whose target died before taking it is placed again."""
+        holders = self._prune_orphans()
+        if not self._orphans:
+            return
+        plan = placement.plan_failover(None, list(self._orphans), self.eligible(starting=False), holders,
                                        self.groups_by_name)
         for name, target in plan:
             if target is None:
                 self.alert("rc", 61, Level.ERROR, f"There is no appropriate destination for the group {name}.")
-            elif target == self.local:
+            elif target == self.local and name not in self._busy:
                 self.alert("rc", 60, Level.INFO,
-                            f"Server {target} has been set as the destination for the group {name} "
-                            f"(reason: server {server} down).")
+                           f"Server {target} has been set as the destination for the group {name} "
+                           f"(reason: server {self._orphans[name]} down).")
                 self._run(self.start_group_local(name, "FAILOVER"), f"failover {name}")
 
     # -- peer reports --------------------------------------------------------
@@ -358,6 +376,7 @@ class ClusterController:
                                          if GroupState(s).holds_resources and g in self.groups_by_name])
         if not self.peer_up(server):
             return
+        self._prune_orphans()
         self._check_sync()
         self._check_dual_activation()
         if report.service == ClusterServiceState.RUNNING.value and (

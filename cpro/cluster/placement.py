@@ -77,7 +77,8 @@ def plan_failover(down_server, held_groups, eligible, holders, groups_by_name):
     """Targets for the groups a dead server held, decided in gid order so that
     exclusion sees the earlier decisions. Returns [(group_name, target or None)].
 
-    @param held_groups: names of groups the dead server held.
+    @param held_groups: names of groups the dead server held (or every group
+        waiting for a server, with down_server None).
     """
     holders = {g: s for g, s in holders.items() if s != down_server}
     plan = []

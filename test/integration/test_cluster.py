@@ -69,6 +69,22 @@ class FailoverTests(ClusterTestCase):
         self.assertEqual(events[1][5], "OTHER")
 
     @defer.inlineCallbacks
+    def test_two_of_three_servers_die_at_once(self):
+        groups = [{"name": "g1", "policy": ["srv1", "srv2", "srv3"], "resources": [{"name": "r1"}]},
+                  {"name": "g2", "policy": ["srv2", "srv1", "srv3"], "resources": [{"name": "r2"}]}]
+        lab = yield self.make_cluster(servers=3, groups=groups)
+        yield lab.start_all()
+        yield lab.wait_until(lambda st: online_on("g1", "srv1", lab.names)(st)
+                             and online_on("g2", "srv2", lab.names)(st))
+        yield defer.gatherResults([lab.kill("srv1"), lab.kill("srv2")])
+        yield lab.wait_until(lambda st: online_on("g1", "srv3", ["srv3"])(st)
+                             and online_on("g2", "srv3", ["srv3"])(st), names=["srv3"], timeout=10,
+                             what="both groups on srv3")
+        starts = sorted((m[1], m[3], m[4]) for m in lab.marks() if m[2] == "START")
+        self.assertEqual(starts, [("srv1", "r1", "START"), ("srv2", "r2", "START"),
+                                  ("srv3", "r1", "FAILOVER"), ("srv3", "r2", "FAILOVER")])
+
+    @defer.inlineCallbacks
     def test_no_failover_when_one_of_two_paths_is_blocked(self):
         self.requires_root()
         lab = yield self.make_cluster(groups=[one_group()])

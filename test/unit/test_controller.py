@@ -142,6 +142,31 @@ class FailoverTests(SynchronousTestCase):
             started[local] = h.resources["exec1"].active
         self.assertEqual(started, {"srv2": True, "srv3": False})
 
+    def test_orphan_whose_target_died_is_placed_again(self):
+        servers = ("srv1", "srv2", "srv3")
+        groups = [{"name": "g1", "resources": ["r1"], "policy": ("srv1", "srv2", "srv3")},
+                  {"name": "g2", "resources": ["r2"], "policy": ("srv2", "srv1", "srv3")}]
+        h = Harness(local="srv3", servers=servers, groups=groups, up=("srv1", "srv2"))
+        h.running({"srv1": {"g1": "Online"}, "srv2": {"g2": "Online"}})
+        h.membership.up.discard("srv2")
+        h.controller.server_down("srv2")  # g2's target is srv1...
+        self.assertFalse(h.resources["r2"].active)
+        h.membership.up.discard("srv1")
+        h.controller.server_down("srv1")  # ...which died before taking it
+        self.assertTrue(h.resources["r1"].active)
+        self.assertTrue(h.resources["r2"].active)
+
+    def test_orphan_forgotten_once_its_target_holds_it(self):
+        servers = ("srv1", "srv2", "srv3")
+        h = Harness(local="srv3", servers=servers, up=("srv1", "srv2"))
+        h.running({"srv1": {"failover1": "Online"}})
+        h.membership.up.discard("srv1")
+        h.controller.server_down("srv1")
+        h.controller.peer_report("srv2", running_report({"failover1": "Online"}, version=7))
+        h.membership.up.discard("srv2")
+        h.controller.server_down("srv2")  # srv2 held it: failed over from srv2, once
+        self.assertEqual(len(h.resources["exec1"].calls), 1)
+
     def test_manual_failover_group_not_moved(self):
         h = Harness(local="srv2", up=("srv1",), groups=[{"name": "g", "resources": ["r"], "failover_auto": False}])
         h.running({"srv1": {"g": "Online"}})
