@@ -42,13 +42,14 @@ class IMembershipListener(Interface):
 
 
 class _PathView:
-    __slots__ = ("state", "last_heard", "armed_at", "timer")
+    __slots__ = ("state", "last_heard", "armed_at", "timer", "graced")
 
     def __init__(self):
         self.state = PathState.UNKNOWN
         self.last_heard = None  # clock seconds of the last beat on this path
         self.armed_at = None  # clock seconds the deadline counts from
         self.timer = None  # DelayedCall firing at armed_at + timeout
+        self.graced = False  # the deadline fired late once and was extended
 
 
 class _ServerView:
@@ -138,7 +139,9 @@ class Membership:
         for view in self._servers.values():
             for pv in view.paths.values():
                 if pv.timer is not None and pv.timer.active():
-                    pv.timer.reset(max(0.0, pv.armed_at + self._timeout - now))
+                    remaining = pv.armed_at + self._timeout - now
+                    pv.graced = remaining < 0  # due already: not a stall, no grace
+                    pv.timer.reset(max(0.0, remaining))
 
     def stop(self):
         """Cancel every timer; the machine ignores beats from now on."""
@@ -209,6 +212,7 @@ class Membership:
 
     def _arm(self, view, path, pv, now):
         pv.armed_at = now
+        pv.graced = False
         if pv.timer is not None and pv.timer.active():
             pv.timer.reset(self._timeout)
         else:
@@ -217,6 +221,18 @@ class Membership:
     def _expired(self, view, path):
         pv = view.paths[path]
         pv.timer = None
+        if pv.armed_at is not None and not pv.graced:
+            late = self._clock.seconds() - (pv.armed_at + self._timeout)
+            if late > self._timeout / 2:
+                # The deadline fired far too late: this process was stalled (or
+                # the clock jumped), and the peer's beats may be waiting unread
+                # in the socket. Give them half a timeout before judging.
+                pv.graced = True
+                log.warn("heartbeat deadline of {path} to {server} fired {late:.3f}s late "
+                         "(this server was stalled?): waiting {grace}s more",
+                         path=path, server=view.name, late=late, grace=self._timeout / 2)
+                pv.timer = self._clock.callLater(self._timeout / 2, self._expired, view, path)
+                return
         self._path_transition(view, path, pv, PathState.ERROR)
         if view.up and not any(p.state is PathState.NORMAL for p in view.paths.values()):
             self._server_transition(view, False)

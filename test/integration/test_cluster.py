@@ -85,6 +85,27 @@ class FailoverTests(ClusterTestCase):
                                   ("srv3", "r1", "FAILOVER"), ("srv3", "r2", "FAILOVER")])
 
     @defer.inlineCallbacks
+    def test_stalled_standby_does_not_take_over_when_it_wakes(self):
+        # SIGSTOP the standby for ten heartbeat timeouts: when it runs again its
+        # deadlines are long past, but srv1's beats are waiting in its sockets.
+        lab = yield self.make_cluster(groups=[one_group()])
+        yield lab.start_all()
+        yield lab.wait_until(online_on("failover1", "srv1", lab.names))
+        lab.signal("srv2", signal.SIGSTOP)
+        yield lab.wait_until(lambda st: st["srv1"]["servers"][1]["status"] == "Offline", names=["srv1"])
+        yield self.sleep(4.0)
+        lab.signal("srv2", signal.SIGCONT)
+        st = yield lab.wait_until(lambda st: st["srv2"]["servers"][1]["status"] == "Online"
+                                  and st["srv1"]["servers"][1]["status"] == "Online", what="both Online")
+        yield self.sleep(1.0)
+        st = yield lab.status_all()
+        self.assertTrue(online_on("failover1", "srv1", lab.names)(st), summary(st))
+        self.assertEqual([m[1] for m in lab.marks() if m[2] == "START"], ["srv1"])
+        alerts = yield lab.admin("srv2", "alerts 200")
+        self.assertFalse([a for a in alerts["alerts"] if a["server"] == "srv2" and a["module"] == "nm"
+                          and a["id"] == 2], "srv2 declared srv1 down after its stall")
+
+    @defer.inlineCallbacks
     def test_no_failover_when_one_of_two_paths_is_blocked(self):
         self.requires_root()
         lab = yield self.make_cluster(groups=[one_group()])

@@ -53,6 +53,14 @@ class MembershipTests(SynchronousTestCase):
         self.membership.stop()
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
+    def elapse(self, seconds, step=0.05):
+        """Let time pass with the reactor turning (a single big advance looks
+        like a stalled process, which the membership deliberately forgives once)."""
+        end = self.clock.seconds() + seconds
+        while self.clock.seconds() + step < end:
+            self.clock.advance(step)
+        self.clock.advance(end - self.clock.seconds())
+
     def beat_for(self, seconds, server="srv2", paths=("lanhb1", "lanhb2"), incarnation=INC1):
         """Beat every INTERVAL on paths for about `seconds`, starting now."""
         for _ in range(int(round(seconds / INTERVAL))):
@@ -81,7 +89,7 @@ class MembershipTests(SynchronousTestCase):
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_first_beat_brings_server_up(self):
-        self.clock.advance(3)
+        self.elapse(3)
         self.assertTrue(self.membership.beat("srv2", "lanhb1", INC1))
         self.assertEqual(
             self.listener.events,
@@ -154,7 +162,7 @@ class MembershipTests(SynchronousTestCase):
     def test_all_paths_lost_is_down_once(self):
         self.beat_for(1.0)
         self.beat_for(0.3, paths=("lanhb1",))  # lanhb2 goes silent first
-        self.clock.advance(10)
+        self.elapse(10)
         self.assertEqual([e[1] for e in self.listener.of("down")], ["srv2"])
         self.assertFalse(self.membership.is_up("srv2"))
         self.assertEqual(
@@ -168,7 +176,7 @@ class MembershipTests(SynchronousTestCase):
         self.beat_for(1.0)
         self.beat_for(0.3, paths=("lanhb1",))
         last = self.membership.last_heard("srv2", "lanhb1")
-        self.clock.advance(last + TIMEOUT - self.clock.seconds() - 1e-6)
+        self.elapse(last + TIMEOUT - self.clock.seconds() - 1e-6)
         self.assertEqual(self.membership.path_states("srv2")["lanhb2"], PathState.ERROR)
         self.assertTrue(self.membership.is_up("srv2"))
         self.clock.advance(2e-6)
@@ -177,7 +185,7 @@ class MembershipTests(SynchronousTestCase):
 
     def test_heal_brings_server_up_again(self):
         self.beat_for(1.0)
-        self.clock.advance(5)
+        self.elapse(5)
         self.beat_for(1.0, paths=("lanhb2",))
         self.assertEqual([e[0] for e in self.listener.events if e[0] in ("up", "down")],
                          ["up", "down", "up"])
@@ -210,7 +218,7 @@ class MembershipTests(SynchronousTestCase):
 
     def test_new_incarnation_after_down_is_just_up(self):
         self.beat_for(0.5, incarnation=INC1)
-        self.clock.advance(1)
+        self.elapse(1)
         self.membership.beat("srv2", "lanhb1", INC2)
         self.assertEqual(self.listener.of("restarted"), [])
         self.assertEqual(self.listener.of("up")[-1], ("up", "srv2", INC2))
@@ -308,3 +316,30 @@ class _RecordingLogger:
     warn = _record("warn")
     error = _record("error")
     failure = _record("failure")
+
+
+class StallTests(SynchronousTestCase):
+    """A deadline that fires far too late means this process was stalled."""
+
+    def setUp(self):
+        self.clock = task.Clock()
+        self.listener = RecordingListener(self.clock)
+        self.membership = Membership(self.clock, "srv1", ["srv2"], ["lanhb1"], 0.5, self.listener)
+        self.addCleanup(self.membership.stop)
+
+    def test_stall_gets_a_grace_and_queued_beats_keep_the_peer_up(self):
+        self.membership.beat("srv2", "lanhb1", INC1)
+        self.clock.advance(5)  # SIGSTOP / SIGCONT of this daemon
+        self.assertTrue(self.membership.is_up("srv2"))
+        self.membership.beat("srv2", "lanhb1", INC1)  # read from the socket after the stall
+        self.clock.advance(0.3)
+        self.assertTrue(self.membership.is_up("srv2"))
+        self.assertEqual(self.listener.of("down"), [])
+
+    def test_peer_really_gone_is_down_after_the_grace(self):
+        self.membership.beat("srv2", "lanhb1", INC1)
+        self.clock.advance(5)
+        self.assertTrue(self.membership.is_up("srv2"))
+        self.clock.advance(0.25)
+        self.assertFalse(self.membership.is_up("srv2"))
+        self.assertEqual(len(self.listener.of("down")), 1)
