@@ -106,6 +106,23 @@ class FailoverTests(ClusterTestCase):
                           and a["id"] == 2], "srv2 declared srv1 down after its stall")
 
     @defer.inlineCallbacks
+    def test_target_dies_while_starting_the_group(self):
+        slow_on_srv2 = ('#!/bin/sh\necho "$(date +%s.%N) $CPRO_SERVER_NAME START exec1 $CLP_EVENT" >> MARKS\n'
+                        '[ "$CPRO_SERVER_NAME" = srv2 ] && exec sleep 30\nexit 0\n')
+        lab = yield self.make_cluster(servers=3, groups=[one_group()])
+        lab.groups[0]["resources"][0]["start"] = slow_on_srv2.replace("MARKS", lab.marks_path())
+        lab.write_config()
+        yield lab.start_all()
+        yield lab.wait_until(online_on("failover1", "srv1", lab.names))
+        yield lab.kill("srv1")
+        yield lab.wait_until(lambda st: any(m[1] == "srv2" for m in lab.marks()), names=["srv3"],
+                             what="srv2 starting the group")
+        yield lab.kill("srv2")  # dies with the group Online Pending
+        yield lab.wait_until(online_on("failover1", "srv3", ["srv3"]), names=["srv3"], timeout=10)
+        self.assertEqual([(m[1], m[4]) for m in lab.marks()],
+                         [("srv1", "START"), ("srv2", "FAILOVER"), ("srv3", "FAILOVER")])
+
+    @defer.inlineCallbacks
     def test_no_failover_when_one_of_two_paths_is_blocked(self):
         self.requires_root()
         lab = yield self.make_cluster(groups=[one_group()])
