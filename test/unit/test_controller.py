@@ -340,3 +340,40 @@ class RestartTests(SynchronousTestCase):
         self.assertTrue(h.resources["exec1"].active)
         h.controller.peer_report("srv1", running_report({}, service="Starting", incarnation="inc-new", version=0))
         self.assertEqual(len(h.resources["exec1"].calls), 1)
+
+
+class DeactivationTests(SynchronousTestCase):
+    def running_group(self, **resource):
+        h = Harness(local="srv1", up=("srv2",), groups=[{"name": "g", "resources": ["a", {"name": "r", **resource}]}])
+        h.running()
+        self.assertTrue(h.resources["r"].active)
+        return h
+
+    def test_retry_then_stopped(self):
+        h = self.running_group(deact_retry=1)
+        h.resources["r"].fail_deactivations = 1
+        self.successResultOf(h.requests.group_stop("g"))
+        self.assertEqual(h.controller.groups["g"].state, GroupState.OFFLINE)
+
+    def test_failure_leaves_the_group_held_and_never_started_elsewhere(self):
+        h = self.running_group(deact_action=1)
+        h.resources["r"].fail_deactivations = 1
+        self.failureResultOf(h.requests.group_stop("g"), OperationError)
+        self.assertEqual(h.controller.groups["g"].state, GroupState.OFFLINE_FAILURE)
+        self.assertTrue(h.resources["a"].active, "stopping stops at the failed resource")
+        self.assertEqual(h.controller.holders_of("g"), ["srv1"])
+        self.assertIn(22, h.alerts.ids("rc"))
+
+    def test_continue_past_a_failure(self):
+        h = self.running_group(deact_action=0)
+        h.resources["r"].fail_deactivations = 1
+        self.failureResultOf(h.requests.group_stop("g"), OperationError)
+        self.assertFalse(h.resources["a"].active)
+        self.assertEqual(h.controller.groups["g"].state, GroupState.OFFLINE_FAILURE)
+
+    def test_final_action_shutdown(self):
+        h = self.running_group(deact_action=4)
+        h.resources["r"].fail_deactivations = 1
+        self.failureResultOf(h.requests.group_stop("g"), OperationError)
+        self.assertEqual([a[0] for a in h.os.actions], ["shutdown"])
+        self.assertEqual(h.controller.service, ClusterServiceState.STOPPED)
