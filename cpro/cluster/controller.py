@@ -45,9 +45,12 @@ class PeerReport:
 
     @classmethod
     def from_dict(cls, d):
+        """From the wire; a state word this version does not know becomes Unknown."""
+        known = {s.value for s in GroupState}
         return cls(incarnation=str(d.get("incarnation", "")), version=int(d.get("version", -1)),
                    service=str(d.get("service", ClusterServiceState.STOPPED.value)),
-                   groups={str(k): str(v) for k, v in dict(d.get("groups", {})).items()},
+                   groups={str(k): (str(v) if str(v) in known else GroupState.UNKNOWN.value)
+                           for k, v in dict(d.get("groups", {})).items()},
                    resources={str(k): str(v) for k, v in dict(d.get("resources", {})).items()})
 
 
@@ -80,7 +83,6 @@ class ClusterController:
         self._after_resume = []  # (server, groups) that went down while suspended
         self._orphans = {}  # group -> the dead server it was on, until a live server holds it
         self.on_state_change = lambda: None  # node hook: push state, send a beat now
-        self.on_service_stopped = lambda: None
 
     # -- views ---------------------------------------------------------------
 
@@ -267,7 +269,6 @@ class ClusterController:
                 yield self.peers.call(target, "group_start_local", group=name, event="FAILOVER")
             except Exception as e:
                 self.alert("rc", 61, Level.ERROR, f"Failed to start group {name} on {target}: {e}")
-        self.on_service_stopped()
 
     def suspend(self):
         if self.service is not ClusterServiceState.RUNNING:
