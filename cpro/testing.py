@@ -11,6 +11,7 @@ from cpro.cluster.states import PathState
 from cpro.config.model import (ClusterConfig, Device, ExecParams, GroupConfig, HeartbeatConfig,
                                OSActionCommands, Ports, ResourceConfig, ServerConfig)
 from cpro.interfaces import IAlertSink, IGroupResource, IOSActions, IPeerChannel
+from cpro.protocols.admin import IAdminHandler
 from cpro.resources.base import ResourceError
 
 
@@ -159,3 +160,29 @@ class FakeMembership:
     def path_states(self, server):
         state = PathState.NORMAL if server in self.up else PathState.ERROR
         return {p: state for p in self.paths}
+
+
+@implementer(IAdminHandler)
+class FakeAdminHandler:
+    """Records admin requests; answers status and alerts from the payloads it
+    was given, or with what a test queues in .responses (a dict, a Deferred,
+    or an exception to raise)."""
+
+    def __init__(self, status, alerts):
+        self.status = status
+        self.alerts = alerts
+        self.requests = []
+        self.responses = []
+
+    def execute(self, request):
+        self.requests.append(request)
+        if self.responses:
+            response = self.responses.pop(0)
+            if isinstance(response, BaseException):
+                raise response
+            return response
+        if request.verb == "status":
+            return dict(self.status)
+        if request.verb == "alerts":
+            return {"alerts": list(self.alerts)}
+        return {}

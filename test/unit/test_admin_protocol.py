@@ -10,7 +10,6 @@ import tempfile
 from twisted.internet import defer
 from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.trial import unittest
-from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from cpro.protocols.admin import (
@@ -23,6 +22,7 @@ from cpro.protocols.admin import (
     IAdminHandler,
     listen_admin,
 )
+from cpro.testing import FakeAdminHandler
 
 STATUS = {
     "cluster": {"name": "demo", "status": "Online"},
@@ -40,27 +40,13 @@ STATUS = {
 }
 
 
-@implementer(IAdminHandler)
-class FakeHandler:
-    """Records requests; answers from a table, or with what a test queues."""
+ALERTS = [{"time": 1700000000.5, "server": "srv1", "module": "nm", "id": 1, "level": "INFO",
+           "message": "Server srv1 has started."}]
 
-    def __init__(self):
-        self.requests = []
-        self.responses = []  # each: a dict, a Deferred, or an exception to raise
 
-    def execute(self, request):
-        self.requests.append(request)
-        if self.responses:
-            response = self.responses.pop(0)
-            if isinstance(response, BaseException):
-                raise response
-            return response
-        if request.verb == "status":
-            return dict(STATUS)
-        if request.verb == "alerts":
-            return {"alerts": [{"time": 1700000000.5, "server": "srv1", "module": "nm", "id": 1,
-                                "level": "INFO", "message": "Server srv1 has started."}]}
-        return {}
+def FakeHandler():
+    return FakeAdminHandler(STATUS, ALERTS)
+
 
 
 class ProtocolTests(unittest.SynchronousTestCase):

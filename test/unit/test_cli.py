@@ -15,10 +15,10 @@ import tempfile
 
 from twisted.internet import defer, reactor, threads, utils
 from twisted.trial import unittest
-from zope.interface import implementer
 
 from cpro.cli import clpcl, clpgrp, clprsc, clpstat, common
-from cpro.protocols.admin import AdminError, IAdminHandler, listen_admin
+from cpro.protocols.admin import AdminError, listen_admin
+from cpro.testing import FakeAdminHandler
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -41,25 +41,13 @@ STATUS = {
 }
 
 
-@implementer(IAdminHandler)
-class FakeHandler:
-    def __init__(self):
-        self.requests = []
-        self.responses = []
+ALERTS = [{"time": 1700000000.0, "server": "srv2", "module": "nm", "id": 1, "level": "INFO",
+           "message": "Server srv2 has started."}]
 
-    def execute(self, request):
-        self.requests.append(request)
-        if self.responses:
-            response = self.responses.pop(0)
-            if isinstance(response, BaseException):
-                raise response
-            return response
-        if request.verb == "status":
-            return STATUS
-        if request.verb == "alerts":
-            return {"alerts": [{"time": 1700000000.0, "server": "srv2", "module": "nm", "id": 1,
-                                "level": "INFO", "message": "Server srv2 has started."}]}
-        return {}
+
+def FakeHandler():
+    return FakeAdminHandler(STATUS, ALERTS)
+
 
 
 class CLITestBase(unittest.TestCase):
