@@ -311,3 +311,18 @@ def operation_failed(payload):
     if not isinstance(results, list):
         return False
     return any(isinstance(e, dict) and e.get("code") for e in results)
+
+
+# Status views by name (clpstat options, admin 'status VIEW').
+VIEWS = {
+    "status": render_status,
+    "detail": render_detail,
+    "groupmap": render_groupmap,
+    "heartbeats": render_heartbeats,
+    "monitors": render_monitors,
+}
+
+
+def render_view(name, payload):
+    """The named status view (the default view for None or an unknown name)."""
+    return VIEWS.get(name, render_status)(payload)

@@ -12,7 +12,6 @@ import sys
 from cpro.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
-    OPERATION_TIMEOUT,
     STATUS_TIMEOUT,
     Command,
     request_line,
@@ -61,11 +60,7 @@ def main(argv=None, *, stdout=None, stderr=None):
             "group", verb, None if group is ALL else group,
             "--server" if server else None, server,
         )
-        code, _ = command.call(args.admin, line, args.timeout or OPERATION_TIMEOUT)
-        if code != EXIT_OK:
-            return code
-        command.out.write("Command succeeded.\n")
-        return EXIT_OK
+        return command.operate(args, line)
 
     return run_main(body, argv)
 

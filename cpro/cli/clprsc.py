@@ -6,7 +6,7 @@
 
 import sys
 
-from cpro.cli.common import EXIT_OK, OPERATION_TIMEOUT, Command, request_line, run_main
+from cpro.cli.common import Command, request_line, run_main
 
 
 def main(argv=None, *, stdout=None, stderr=None):
@@ -23,11 +23,7 @@ def main(argv=None, *, stdout=None, stderr=None):
         line = request_line(
             "resource", verb, resource, "--server" if args.host else None, args.host
         )
-        code, _ = command.call(args.admin, line, args.timeout or OPERATION_TIMEOUT)
-        if code != EXIT_OK:
-            return code
-        command.out.write("Command succeeded.\n")
-        return EXIT_OK
+        return command.operate(args, line)
 
     return run_main(body, argv)
 

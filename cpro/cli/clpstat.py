@@ -45,12 +45,8 @@ def main(argv=None, *, stdout=None, stderr=None):
             render = statusview.render_alerts
         else:
             code, payload = command.call(args.admin, "status", timeout)
-            render = {
-                "groupmap": statusview.render_groupmap,
-                "heartbeats": statusview.render_heartbeats,
-                "monitors": statusview.render_monitors,
-                "detail": statusview.render_detail,
-            }.get(args.view, statusview.render_status)
+            def render(payload):
+                return statusview.render_view(args.view, payload)
         if code != EXIT_OK:
             return code
         if args.json:

@@ -211,6 +211,13 @@ class Command:
             return self.fail(message, EXIT_USAGE if code == EXIT_USAGE else EXIT_FAILED), None
         return EXIT_OK, {k: v for k, v in reply.items() if k != "result"}
 
+    def operate(self, args, line):
+        """Run an operation and print the original's 'Command succeeded.'."""
+        code, _ = self.call(args.admin, line, args.timeout or OPERATION_TIMEOUT)
+        if code == EXIT_OK:
+            self.out.write("Command succeeded.\n")
+        return code
+
 
 def run_main(body, argv):
     """Run a command body(argv) and turn UsageExit into its exit code."""

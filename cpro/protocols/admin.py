@@ -360,13 +360,7 @@ class AdminProtocol(LineOnlyReceiver):
 
     def _render(self, request, payload):
         if request.verb == "status":
-            view = {
-                "detail": statusview.render_detail,
-                "groupmap": statusview.render_groupmap,
-                "heartbeats": statusview.render_heartbeats,
-                "monitors": statusview.render_monitors,
-            }.get(request.action, statusview.render_status)
-            return view(payload).rstrip("\n").split("\n")
+            return statusview.render_view(request.action, payload).rstrip("\n").split("\n")
         if request.verb == "alerts":
             return statusview.render_alerts(payload).rstrip("\n").split("\n")
         lines = []

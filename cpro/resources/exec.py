@@ -91,17 +91,7 @@ class ExecResource:
 
     def _activate_sync(self, env):
         path = self._params.start_path
-        d = self._run_script("start", path, env, self._params.start_timeout)
-
-        def done(_):
-            self._known = _Known.ACTIVE
-
-        def failed(f):
-            self._known = _Known.UNKNOWN
-            return f
-
-        d.addCallbacks(done, failed)
-        return d
+        return self._record(self._run_script("start", path, env, self._params.start_timeout), _Known.ACTIVE)
 
     def _activate_async(self, env):
         path = self._params.start_path
@@ -145,16 +135,19 @@ class ExecResource:
                 return defer.fail()
             d.addCallback(lambda _: self._run_script("stop", stop_path, env, self._params.stop_timeout))
         d.addCallback(lambda _: self._terminate_resident())
+        return self._record(d, _Known.INACTIVE)
+
+    def _record(self, d, known):
+        """What we know once d fires: `known` on success, UNKNOWN on failure."""
 
         def done(_):
-            self._known = _Known.INACTIVE
+            self._known = known
 
         def failed(f):
             self._known = _Known.UNKNOWN
             return f
 
-        d.addCallbacks(done, failed)
-        return d
+        return d.addCallbacks(done, failed)
 
     def _terminate_resident(self):
         resident, self._resident = self._resident, None

@@ -209,6 +209,9 @@ class ClusterNode(service.MultiService):
                            service=self.controller.service.value)
 
     def _state_changed(self):
+        # Pushed at once, not coalesced: a request that follows a change on the
+        # same link (stop here, then "start it" there) must find the peer's
+        # view already updated, or the peer refuses a group we still seem to hold.
         if self.running:
             self.internal.broadcast_state(self.controller.local_report())
             self.heartbeat.send_now()
@@ -241,7 +244,7 @@ class ClusterNode(service.MultiService):
                 f.write(text)
             where = f"its copy is saved in {saved}"
         except Exception as e:
-            where = f"fetching the master's copy failed: {e}"
+            where = f"fetching its copy failed: {e}"
         self.exit(exitcodes.CONFIG_MISMATCH,
                   f"the configuration differs from that of {who} ({detail}); refusing to run; {where}")
 

@@ -48,7 +48,6 @@ def FakeHandler():
     return FakeAdminHandler(STATUS, ALERTS)
 
 
-
 class ProtocolTests(unittest.SynchronousTestCase):
     def setUp(self):
         self.handler = FakeHandler()

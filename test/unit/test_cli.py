@@ -49,7 +49,6 @@ def FakeHandler():
     return FakeAdminHandler(STATUS, ALERTS)
 
 
-
 class CLITestBase(unittest.TestCase):
     @defer.inlineCallbacks
     def setUp(self):
