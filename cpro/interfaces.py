@@ -33,6 +33,40 @@ class IGroupResource(Interface):
         """A dict of run-time details for status views (may be empty)."""
 
 
+class IMonitor(Interface):
+    """One monitor resource (pidw, genw, fipw, ...) on the local server.
+
+    The engine (cpro.cluster.monitoring) schedules checks, enforces the
+    timeout by cancelling the Deferred that check() returned, counts retries
+    and runs recovery; a monitor only looks and reports.
+    """
+
+    name = Attribute("monitor name as in clp.conf")
+    type = Attribute("CLUSTERPRO short type name: 'pidw', 'genw', ...")
+
+    def start():
+        """Prepare to monitor (open devices, start a resident process).
+
+        Called when monitoring starts on this server (after firstmonwait is
+        scheduled, before the first check). Returns None or a Deferred.
+        """
+
+    def check():
+        """Run one check. Never blocks the reactor.
+
+        @return: Deferred firing a L{cpro.resources.monitors.base.CheckResult}.
+            A failure is taken as an error whose text is the exception's
+            message. Cancelling the Deferred must abort the check and kill
+            any process it started (the engine cancels on timeout).
+        """
+
+    def stop():
+        """Stop monitoring (kill resident processes, close devices). None or a Deferred."""
+
+    def describe():
+        """A dict of run-time details for status views (may be empty)."""
+
+
 class IHeartbeatPath(Interface):
     """One path of liveness between this server and its peers (lanhb, ...)."""
 

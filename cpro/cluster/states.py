@@ -57,6 +57,17 @@ class ResourceState(enum.Enum):
     UNKNOWN = "Unknown"
 
 
+class MonitorState(enum.Enum):
+    """State of one monitor resource on one server (clpstat -m words)."""
+
+    NORMAL = "Normal"
+    WARNING = "Warning"
+    ERROR = "Error"
+    SUSPENDED = "Suspend"  # suspended by an operator (clpmonctrl -s) or waiting for its target
+    STOPPED = "Offline"  # not running on this server (not started, target inactive, cluster stopped)
+    UNKNOWN = "Unknown"  # started, first check not done yet (firstmonwait)
+
+
 class ClusterServiceState(enum.Enum):
     """The local cluster service (what clpcl starts and stops)."""
 

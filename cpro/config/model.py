@@ -80,6 +80,31 @@ class ExecParams:
 
 
 @dataclass(frozen=True)
+class FipParams:
+    """A floating IP (<fip name="fip1"><parameters>...).
+
+    The interface is the one whose subnet contains the address on the server
+    that activates it (found at activation, checked at validation).
+    """
+
+    ip: str  # parameters/ip: the address, without a prefix length (IPv4 or IPv6, not link-local)
+    # Duplicate-address check before adding (RFC 5227-style ARP probes with
+    # sender 0.0.0.0; IPv6: neighbour solicitations). count 0 disables it.
+    probe_count: int = 3  # parameters/probe/count (cpro)
+    probe_interval: float = 0.02  # parameters/probe/interval, s (cpro, clp.conf in ms)
+    probe_wait: float = 0.05  # parameters/probe/wait, s after the last probe (cpro, ms)
+    ping_check: bool = False  # parameters/ping/use (cpro): also send ICMP echo to the address
+    ping_timeout: float = 0.2  # parameters/ping/timeout, s (cpro, ms)
+    # Gratuitous ARP / unsolicited neighbour advertisements after adding:
+    # a burst at activation and a repeat burst later (keepalived's
+    # garp_master_delay / garp_master_repeat).
+    garp_count: int = 3  # parameters/garp/count
+    garp_interval: float = 0.01  # parameters/garp/interval, s (ms in clp.conf)
+    garp_repeat_delay: float = 5.0  # parameters/garp/repeat/delay, s; 0 = no repeat burst
+    garp_repeat_count: int = 5  # parameters/garp/repeat/count
+
+
+@dataclass(frozen=True)
 class ResourceConfig:
     """A group resource: <resource><exec name="exec1">."""
 
@@ -92,7 +117,54 @@ class ResourceConfig:
     act_action: int  # act/action: final action code
     deact_retry: int
     deact_action: int
-    params: object  # ExecParams for 'exec'
+    params: object  # ExecParams for 'exec', FipParams for 'fip'
+
+
+@dataclass(frozen=True)
+class MonitorRecovery:
+    """What a monitor does on error: <relation> and <emergency> of a <monitor>."""
+
+    kind: str  # relation/type: 'rsc' (group resource), 'grp' (group), 'cls' (local server)
+    target: str  # relation/name: resource or group name, 'LocalServer' for 'cls'
+    restart_threshold: int  # emergency/threshold/restart: reactivations before failing over
+    failover_threshold: int  # emergency/threshold/fo: failovers before the final action
+    final_action: int  # emergency/action: 1 none, 2 stop group, 3 stop cluster service,
+    #                    4 stop service + shut down OS, 5 stop service + reboot, 16 stop resource
+    script: Optional[str] = None  # emergency/preaction/path (absolute), None = no script
+    script_before_restart: bool = False  # emergency/preaction/userestart
+    script_before_failover: bool = False  # emergency/preaction/usefailover
+    script_before_final: bool = False  # emergency/preaction/use
+    script_timeout: float = 5.0  # emergency/preaction/timeout, s
+
+
+@dataclass(frozen=True)
+class MonitorConfig:
+    """A monitor resource: <monitor><genw name="genw1">."""
+
+    name: str
+    type: str  # 'pidw', 'genw', 'fipw', ...
+    interval: float  # polling/interval, s
+    timeout: float  # polling/timeout, s
+    retry: int  # polling/reconfirmation: consecutive errors tolerated before recovery
+    first_wait: float  # firstmonwait, s
+    timing: int  # polling/timing: 0 always, 1 only while `target` is active
+    target: Optional[str]  # target resource (gates timing 1; the exec of pidw, the fip of fipw/arpw)
+    servers: Optional[tuple]  # polling/servers@i/name; None = every server
+    delay_warning: int  # percent of timeout above which a check raises a delay warning (0 always, 100 never)
+    timeout_retry: bool  # not emergency/timeout/notreconfirmation/use: retry on timeout
+    timeout_recover: bool  # not emergency/timeout/notrecovery/use: recover on timeout
+    recovery: MonitorRecovery
+    params: dict = field(default_factory=dict)  # type-specific parameters, typed, defaults applied
+    server_params: dict = field(default_factory=dict)  # server -> overrides (server@S/parameters)
+
+    def params_on(self, server):
+        """The parameters that apply on server (per-server overrides merged)."""
+        merged = dict(self.params)
+        merged.update(self.server_params.get(server, {}))
+        return merged
+
+    def runs_on(self, server):
+        return self.servers is None or server in self.servers
 
 
 @dataclass(frozen=True)
@@ -121,6 +193,11 @@ class ClusterConfig:
     groups: tuple  # of GroupConfig, by gid
     resources: tuple  # of ResourceConfig
     os_actions: OSActionCommands
+    monitors: tuple = ()  # of MonitorConfig
+    # What the supervisor does when the daemon ends abnormally (pm/exec0/recover):
+    # 'shutdown' (2, the default: runs os_actions.shutdown), 'reboot' (3), or the
+    # cpro extension 'restart' (1: restart the daemon, which cleans up what the old one left).
+    daemon_failure_action: str = "shutdown"
     alert_log_max_bytes: int = 1_000_000
     alert_log_backups: int = 5
     digest: str = ""  # sha256 of the canonical configuration: the configuration generation
@@ -146,6 +223,12 @@ class ClusterConfig:
         for r in self.resources:
             if r.name == name:
                 return r
+        return None
+
+    def monitor(self, name):
+        for m in self.monitors:
+            if m.name == name:
+                return m
         return None
 
     def group_resources(self, group_name):
