@@ -22,7 +22,7 @@ from zope.interface import implementer
 
 from cpro.interfaces import IGroupResource
 from cpro.resources.base import ResourceError
-from cpro.resources.process import DEFAULT_PATH, CommandError, run_command, spawn_resident
+from cpro.resources.process import DEFAULT_PATH, CommandError, read_proc_stat, run_command, spawn_resident
 
 log = Logger()
 
@@ -51,6 +51,7 @@ class ExecResource:
         self.log_path = self._params.userlog or os.path.join(log_dir, f"{config.name}.log")
         self._known = _Known.UNKNOWN
         self._resident = None
+        self._resident_start = None  # kernel start time of the resident script (pidw)
         self._last_exit = None
         # activate/deactivate run one at a time, in call order.
         self._lock = defer.DeferredLock()
@@ -61,6 +62,19 @@ class ExecResource:
         if self._resident is not None and self._resident.running:
             return self._resident.pid
         return None
+
+    def resident(self):
+        """(pid, kernel start time) of the running asynchronous start script, else None.
+
+        The start time (L{read_proc_stat}) was read when the script was
+        spawned; pidw compares it with the live process to tell the script
+        from a later process that reuses its pid. It is None if it could not
+        be read.
+        """
+        pid = self.pid
+        if pid is None:
+            return None
+        return pid, self._resident_start
 
     def describe(self):
         return {"pid": self.pid, "log": self.log_path, "last_exit": self._last_exit}
@@ -101,6 +115,8 @@ class ExecResource:
             self._known = _Known.UNKNOWN
             return defer.fail(ResourceError(f"start script: {e}"))
         self._resident = resident
+        stat = read_proc_stat(resident.pid)
+        self._resident_start = stat[1] if stat is not None else None
         self._known = _Known.ACTIVE
         log.info("exec {name}: start script {path} resident as pid {pid}", name=self.name, path=path, pid=resident.pid)
         resident.ended.addCallback(self._resident_ended, resident).addErrback(

@@ -77,6 +77,23 @@ def kill_process_group(pgid, sig):
     return True
 
 
+def read_proc_stat(pid):
+    """(state letter, start time) of pid from /proc/PID/stat, or None if there is no such process.
+
+    The start time is the kernel's (clock ticks after boot, field 22): with the
+    pid it names one process even after the pid has been reused. procfs is
+    served from memory, so this is safe to call on the reactor thread.
+    """
+    try:
+        with open(f"/proc/{int(pid)}/stat", "rb") as f:
+            data = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # comm (field 2) is in parentheses and may itself hold spaces and ')'.
+    fields = data[data.rindex(b")") + 2 :].split()
+    return fields[0].decode("ascii", "replace"), int(fields[19])
+
+
 def _kill_pid(pid, sig):
     try:
         os.kill(pid, sig)
