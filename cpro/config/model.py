@@ -15,8 +15,11 @@ class Device:
 
     id: int
     type: str  # 'lan', 'mdc', 'disk', 'bmc', 'witness', ...
-    info: str  # for 'lan': the server's IP address on that interconnect
+    info: str  # for 'lan': the server's IP address on that interconnect (no prefix)
     extend: str = ""
+    # For 'lan': the interconnect's prefix length when the info gave one
+    # (cpro: <info>10.0.0.1/24</info>); 0 = not given (/24 or /64 assumed).
+    prefix: int = 0
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,9 @@ import re
 import shlex
 from types import SimpleNamespace
 
-from cpro.config import order
+from cpro.config import fip, monitors, order
 from cpro.config.defaults import (
+    DAEMON_FAILURE_ACTIONS,
     DEFAULTS,
     MAX_SERVERS,
     RANGES,
@@ -33,6 +34,7 @@ from cpro.config.model import (
     ServerConfig,
 )
 from cpro.config.xmltree import Node, check_integer
+from cpro.config.xmltree import unsupported_parameter as _unsupported_parameter
 
 PORT_PURPOSES = ("internal", "lanhb", "alert", "lankhb")
 MAX_KEYFILE_BYTES = 64 * 1024
@@ -41,15 +43,10 @@ _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,62}\Z")
 # Top-level sections accepted silently: GUI and bookkeeping metadata.
 _SILENT_SECTIONS = frozenset({"all", "trekking", "webmgr"})
 _UNSUPPORTED_SECTIONS = {
-    "monitor": "monitor resources are not supported yet: <monitor> is ignored",
     "networkpartition": "network partition resolution is not supported yet: "
                         "<networkpartition> is ignored",
     "messages": "alert destination settings are not supported yet: <messages> is ignored",
 }
-
-
-def _unsupported_parameter(node):
-    return f"<{node.tag}> is not supported by cpro yet and is ignored"
 
 
 def load_tree(root, base_dir, report):
@@ -67,6 +64,7 @@ class _Loader:
         self.root = Node(root, "/root", report)
         self.base_dir = base_dir
         self.report = report
+        self.ignored_groups = set()
 
     def error(self, path, message):
         self.report.error(path, message)
@@ -88,8 +86,10 @@ class _Loader:
         heartbeat = root.child("heartbeat")
         self.heartbeats = self.read_heartbeats(heartbeat)
         resource = root.child("resource")
-        self.execs, self.ignored_resources = self.read_resources(resource)
+        self.resources, self.ignored_resources = self.read_resources(resource)
         self.groups = self.read_groups(root.children("group"))
+        self.monitors = monitors.read_section(self, root.child("monitor"))
+        self.daemon_failure_action = self.read_pm(root.child("pm"))
         root.ignore(*_SILENT_SECTIONS)
         root.finish(lambda n: _UNSUPPORTED_SECTIONS.get(n.tag))
 
@@ -98,6 +98,9 @@ class _Loader:
         self.check_memberships()
         self.check_dependencies()
         self.check_scripts()
+        fip.check(self.report, [r for r in self.resources.values() if r.type == "fip"],
+                  self.groups, self.servers)
+        monitors.check(self, self.monitors)
         if self.report.errors:
             return None
         return self.build()
@@ -160,6 +163,11 @@ class _Loader:
         c.reboot = self.os_command(osaction, node, "reboot")
         if osaction is not None:
             osaction.finish()
+
+        monitor = node.child("monitor")
+        c.monitor_delaywarning = self.cluster_integer(monitor, "monitor", "delaywarning")
+        if monitor is not None:
+            monitor.finish()
 
         alertlog = node.child("alertlog")
         c.alert_maxsize = self.cluster_integer(alertlog, "alertlog", "maxsize")
@@ -240,6 +248,39 @@ class _Loader:
             return None
         return argv
 
+    # -- <pm> --------------------------------------------------------------
+
+    def read_pm(self, node):
+        """pm/exec0/recover -> 'shutdown' | 'reboot' | 'restart' (None after an error).
+
+        The original has three daemon processes (exec0-2) that operators set
+        alike; cpro has one daemon and follows exec0.
+        """
+        code = DEFAULTS["pm/exec0/recover"]
+        if node is None:
+            return DAEMON_FAILURE_ACTIONS[code]
+        exec0 = node.child("exec0")
+        path = f"{node.path}/exec0/recover"
+        if exec0 is not None:
+            code = exec0.integer("recover", code)
+            exec0.finish(_unsupported_parameter)
+        action = DAEMON_FAILURE_ACTIONS.get(code)
+        if code is not None and action is None:
+            self.error(path, f"recover code {code} is not supported: use 2 (shut down the OS), "
+                             "3 (reboot) or 1 (restart the cluster daemon, cpro)")
+        for other in ("exec1", "exec2"):
+            section = node.child(other)
+            if section is None:
+                continue
+            other_code = section.integer("recover")
+            section.finish(_unsupported_parameter)
+            if other_code is not None and code is not None and other_code != code:
+                self.warning(f"{section.path}/recover",
+                             f"{other_code} differs from exec0/recover ({code}) and is ignored: "
+                             "cpro has one daemon and follows exec0")
+        node.finish()
+        return action
+
     # -- <server> ----------------------------------------------------------
 
     def read_servers(self, nodes):
@@ -309,16 +350,34 @@ class _Loader:
         if not dev_type:
             self.error(f"{node.path}/type", "device type is required")
             return None
-        valid_info = None
+        valid_info, prefix = None, 0
         if dev_type == "lan":
-            valid_info = self.address(info, f"{node.path}/info", "lan device address")
+            valid_info, prefix = self.lan_address(info, f"{node.path}/info")
             node.finish()
         else:
             # Their children (e.g. <mdc><info>) belong to features cpro lacks.
             self.warning(node.path, f"device type {dev_type!r} is not used by cpro yet")
             node.ignore(*(c.tag for c in node.element))
         return SimpleNamespace(id=dev_id, type=dev_type, info=info, extend=extend,
-                               valid_info=valid_info, path=node.path)
+                               valid_info=valid_info, prefix=prefix, path=node.path)
+
+    def lan_address(self, text, path):
+        """(address, prefix length or 0) of a lan device's info, (None, 0) after an error.
+
+        cpro extension: the info may carry the interconnect's prefix length
+        (10.0.0.1/24), used to check floating addresses against the subnet.
+        """
+        address, slash, prefix_text = text.partition("/")
+        if not slash:
+            return self.address(text, path, "lan device address"), 0
+        try:
+            interface = ipaddress.ip_interface(text)
+        except ValueError:
+            self.error(path, f"lan device address {text!r} is not an IPv4 or IPv6 address "
+                             "with a valid prefix length")
+            return None, 0
+        valid = self.address(address, path, "lan device address")
+        return (valid, interface.network.prefixlen) if valid else (None, 0)
 
     # -- <heartbeat> -------------------------------------------------------
 
@@ -405,10 +464,10 @@ class _Loader:
     # -- <resource> --------------------------------------------------------
 
     def read_resources(self, node):
-        """(exec resources by name, {name: type} of resources ignored as unsupported)."""
-        execs, ignored, seen = {}, {}, {}
+        """(supported resources by name, {name: type} of resources ignored as unsupported)."""
+        resources, ignored, seen = {}, {}, {}
         if node is None:
-            return execs, ignored
+            return resources, ignored
         node.ignore("types")
         for child in node.unconsumed():
             node.ignore(child.tag)
@@ -421,12 +480,20 @@ class _Loader:
                 continue
             seen[name] = child.tag
             if child.tag == "exec":
-                execs[name] = self.read_exec(child, name)
+                resources[name] = self.read_exec(child, name)
+            elif child.tag == "fip":
+                resources[name] = self.read_fip(child, name)
             else:
                 self.warning(child.path, f"resource type {child.tag!r} is not supported yet: "
                                          f"{name} is ignored")
                 ignored[name] = child.tag
-        return execs, ignored
+        return resources, ignored
+
+    def read_fip(self, node, name):
+        r = SimpleNamespace(name=name, type="fip", path=node.path, group=None)
+        fip.read_parameters(self.report, node, r)
+        self.read_recovery_and_depends(node, r)
+        return r
 
     def read_exec(self, node, name):
         r = SimpleNamespace(name=name, type="exec", path=node.path, group=None)
@@ -451,14 +518,18 @@ class _Loader:
         for section in (act, deact, timeout, params):
             if section is not None:
                 section.finish(_unsupported_parameter)
+        self.read_recovery_and_depends(node, r)
+        return r
 
+    def read_recovery_and_depends(self, node, r):
+        """What every group resource type shares: act/deact recovery, depend@, the rest."""
         recovery_act = node.child("act")
         recovery_deact = node.child("deact")
-        r.act_retry = self.exec_integer(recovery_act, "act", "retry")
-        r.act_fo = self.exec_integer(recovery_act, "act", "fo")
-        r.act_action = self.exec_integer(recovery_act, "act", "action")
-        r.deact_retry = self.exec_integer(recovery_deact, "deact", "retry")
-        r.deact_action = self.exec_integer(recovery_deact, "deact", "action")
+        r.act_retry = self.resource_integer(r.type, recovery_act, "act", "retry")
+        r.act_fo = self.resource_integer(r.type, recovery_act, "act", "fo")
+        r.act_action = self.resource_integer(r.type, recovery_act, "act", "action")
+        r.deact_retry = self.resource_integer(r.type, recovery_deact, "deact", "retry")
+        r.deact_action = self.resource_integer(r.type, recovery_deact, "deact", "action")
         for section in (recovery_act, recovery_deact):
             if section is not None:
                 section.finish(_unsupported_parameter)
@@ -476,10 +547,12 @@ class _Loader:
             self.warning(override.path, "per-server parameters are not supported yet "
                                         "and are ignored")
         node.finish(_unsupported_parameter)
-        return r
 
     def exec_integer(self, section, prefix, tag):
-        key = f"exec/{prefix}/{tag}"
+        return self.resource_integer("exec", section, prefix, tag)
+
+    def resource_integer(self, rtype, section, prefix, tag):
+        key = f"{rtype}/{prefix}/{tag}"
         if section is None:
             return DEFAULTS[key]
         return section.integer(tag, DEFAULTS[key], RANGES[key])
@@ -510,6 +583,7 @@ class _Loader:
         if group_type != "failover":
             self.warning(node.path, f"group type {group_type!r} is not supported yet: "
                                     f"group {name} and its resources are ignored")
+            self.ignored_groups.add(name)
             return None
         g = SimpleNamespace(name=name, path=node.path)
         g.gid = node.integer("gid", index, RANGES["group/gid"])
@@ -565,7 +639,11 @@ class _Loader:
         for group in self.groups.values():
             kept = []
             for rtype, rname, path in group.members:
-                resource = self.execs.get(rname) if rtype == "exec" else None
+                resource = self.resources.get(rname)
+                if resource is not None and resource.type != rtype:
+                    self.error(path, f"resource {rname} is of type {resource.type}, "
+                                     f"not {rtype}")
+                    continue
                 if resource is None:
                     if self.ignored_resources.get(rname) == rtype:
                         continue  # warned about under <resource>
@@ -579,18 +657,18 @@ class _Loader:
                 resource.group = group.name
                 kept.append(rname)
             group.resources = kept
-        for resource in self.execs.values():
+        for resource in self.resources.values():
             if resource.group is None:
-                self.warning(resource.path, f"exec resource {resource.name} is not in any "
-                                            "group and is ignored")
+                self.warning(resource.path, f"{resource.type} resource {resource.name} is not "
+                                            "in any group and is ignored")
 
     def check_dependencies(self):
-        for resource in self.execs.values():
+        for resource in self.resources.values():
             if resource.group is None or resource.depends is None:
                 continue
             kept = []
             for target, path in resource.depends:
-                other = self.execs.get(target)
+                other = self.resources.get(target)
                 if target in self.ignored_resources:
                     self.warning(path, f"depends on {target}, which is ignored "
                                        "(its type is not supported yet)")
@@ -604,12 +682,12 @@ class _Loader:
                     kept.append(target)
             resource.depend_names = tuple(kept)
         for group in self.groups.values():
-            members = [(n, "exec", self.execs[n].depend_names
-                        if self.execs[n].depends is not None else None)
+            members = [(n, self.resources[n].type, self.resources[n].depend_names
+                        if self.resources[n].depends is not None else None)
                        for n in group.resources]
             group.order, cycles = order.activation_order(members)
             for cycle in cycles:
-                self.error(self.execs[cycle[0]].path,
+                self.error(self.resources[cycle[0]].path,
                            "dependency cycle: " + " -> ".join(cycle))
 
     def script(self, resource, given, default_key):
@@ -621,7 +699,9 @@ class _Loader:
             self.base_dir, "scripts", resource.group, resource.name, text))
 
     def check_scripts(self):
-        for r in self.execs.values():
+        for r in self.resources.values():
+            if r.type != "exec":
+                continue
             r.start_path = r.stop_path = None
             if r.group is None:
                 continue
@@ -649,7 +729,7 @@ class _Loader:
         for s in sorted(self.servers.values(), key=lambda s: s.priority):
             devices = tuple(Device(id=d.id, type=d.type,
                                    info=d.valid_info if d.valid_info else d.info,
-                                   extend=d.extend)
+                                   extend=d.extend, prefix=d.prefix)
                             for _, d in sorted(s.devices.items()))
             servers.append(ServerConfig(name=s.name, priority=s.priority, devices=devices,
                                         ports=Ports(**self.merged_ports(s)), address=s.address))
@@ -668,7 +748,8 @@ class _Loader:
                 failover_auto=g.failover == 1, failback_auto=g.failback == 1,
                 exclusive=g.exclusive, resources=g.order))
             for name in g.order:
-                resources.append(self.build_exec(self.execs[name]))
+                r = self.resources[name]
+                resources.append(self.build_exec(r) if r.type == "exec" else self.build_fip(r))
         return ClusterConfig(
             name=c.name, key=c.key,
             hb_interval=c.hb_interval / 1000.0, hb_timeout=c.hb_timeout / 1000.0,
@@ -676,7 +757,12 @@ class _Loader:
             ports=cluster_ports, servers=tuple(servers), heartbeats=heartbeats,
             groups=tuple(groups), resources=tuple(resources),
             os_actions=OSActionCommands(shutdown=c.shutdown, reboot=c.reboot),
+            monitors=monitors.build(self, self.monitors),
+            daemon_failure_action=self.daemon_failure_action,
             alert_log_max_bytes=c.alert_maxsize, alert_log_backups=c.alert_backups)
+
+    def build_fip(self, r):
+        return self.build_resource(r, fip.build_params(r))
 
     def build_exec(self, r):
         params = ExecParams(
@@ -684,8 +770,11 @@ class _Loader:
             start_sync=r.start_sync == 1, stop_sync=r.stop_sync == 1,
             start_timeout=float(r.start_timeout), stop_timeout=float(r.stop_timeout),
             userlog=r.userlog)
+        return self.build_resource(r, params)
+
+    def build_resource(self, r, params):
         return ResourceConfig(
-            name=r.name, type="exec", group=r.group,
+            name=r.name, type=r.type, group=r.group,
             depends=r.depend_names if r.depends is not None else None,
             act_retry=r.act_retry, act_fo=r.act_fo, act_action=r.act_action,
             deact_retry=r.deact_retry, deact_action=r.deact_action, params=params)

@@ -29,6 +29,11 @@ _DECLARED_ENCODING = re.compile(rb"""^<\?xml[^>]*?encoding\s*=\s*["']([A-Za-z0-9
 _FORBIDDEN = re.compile(r"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
 
 
+def unsupported_parameter(node):
+    """The warning for a parameter of the original that cpro does not act on."""
+    return f"<{node.tag}> is not supported by cpro yet and is ignored"
+
+
 class ConfigSyntaxError(Exception):
     """The text is not a clp.conf we are willing to parse; str() says why."""
 
@@ -201,3 +206,53 @@ def check_integer(text, path, report, limits=None):
             report.error(path, f"{value} is out of range ({low}-{high})")
             return None
     return value
+
+
+class Subtree:
+    """The sections under one element, read by relative path ('garp/repeat/delay').
+
+    A section read twice is the same L{Node}, so what it consumed adds up;
+    L{finish} then warns about every child of every section visited that no
+    reader asked for.
+    """
+
+    def __init__(self, node):
+        self.node = node
+        self._sections = {"": node}
+
+    @property
+    def path(self):
+        return self.node.path
+
+    def section(self, relative):
+        """The Node at relative ('' is the element itself), or None when absent."""
+        if relative in self._sections:
+            return self._sections[relative]
+        parent_path, _, tag = relative.rpartition("/")
+        parent = self.section(parent_path)
+        node = parent.child(tag) if parent is not None else None
+        self._sections[relative] = node
+        return node
+
+    def leaf(self, relative):
+        """(section holding the value, its tag, the value's full path)."""
+        parent_path, _, tag = relative.rpartition("/")
+        return self.section(parent_path), tag, f"{self.node.path}/{relative}"
+
+    def string(self, relative, default=None):
+        parent, tag, _ = self.leaf(relative)
+        return parent.string(tag, default) if parent is not None else default
+
+    def integer(self, relative, default=None, limits=None):
+        parent, tag, _ = self.leaf(relative)
+        return parent.integer(tag, default, limits) if parent is not None else default
+
+    def given(self, relative):
+        """True when the element at relative is present."""
+        parent, tag, _ = self.leaf(relative)
+        return parent is not None and parent.child(tag) is not None
+
+    def finish(self, explain=None):
+        for node in self._sections.values():
+            if node is not None:
+                node.finish(explain)

@@ -584,8 +584,8 @@ class ManyErrorsTests(ConfigTestMixin, SynchronousTestCase):
                     '<resource name="exec@nope"/><policy name="srv9"><order>0</order></policy>'
                     '<exclusive>5</exclusive></group>'),
             resources=('<resource><exec name="exec1"><act><retry>100</retry></act>'
-                       '<depend name="ghost"/></exec><fip name="fip1"/></resource>'),
-            extra="<monitor/>")
+                       '<depend name="ghost"/></exec><vip name="vip1"/></resource>'),
+            extra='<monitor><bogusw name="bogusw1"/></monitor>')
         error = self.problems(text)
         expected = [
             ("/root/cluster/name", "required"),
@@ -602,8 +602,8 @@ class ManyErrorsTests(ConfigTestMixin, SynchronousTestCase):
         for path, fragment in expected:
             self.assertProblem(error.errors, path, fragment)
         self.assertEqual(len(error.errors), len(expected))
-        self.assertProblem(error.warnings, "/root/monitor", "not supported")
-        self.assertProblem(error.warnings, "/root/resource/fip@fip1", "not supported")
+        self.assertProblem(error.warnings, "/root/monitor/bogusw@bogusw1", "not supported")
+        self.assertProblem(error.warnings, "/root/resource/vip@vip1", "not supported")
         # The exception text names every problem too.
         for path, _ in expected:
             self.assertIn(path, str(error))
@@ -615,20 +615,20 @@ class WarningTests(ConfigTestMixin, SynchronousTestCase):
                  '<networkpartition><pingnp name="pingnp1"/></networkpartition>'
                  '<messages/><bogus/>')
         config, warnings = self.load(extra=extra)
-        self.assertProblem(warnings, "/root/monitor", "monitor resources are not supported yet")
         self.assertProblem(warnings, "/root/networkpartition", "not supported yet")
         self.assertProblem(warnings, "/root/messages", "not supported yet")
         self.assertProblem(warnings, "/root/bogus", "unknown element <bogus>")
-        self.assertEqual(len(warnings), 4)
+        self.assertEqual(len(warnings), 3)
+        self.assertEqual([m.name for m in config.monitors], ["userw"])
 
     def test_unsupported_resource_type(self):
-        groups = '<group name="failover1"><resource name="fip@fip1"/><resource name="exec@exec1"/></group>'
-        resources = ('<resource><types name="fip"/><fip name="fip1"><parameters><ip>10.0.0.9</ip>'
-                     '</parameters></fip><exec name="exec1"><depend name="fip1"/></exec></resource>')
+        groups = '<group name="failover1"><resource name="vip@vip1"/><resource name="exec@exec1"/></group>'
+        resources = ('<resource><types name="vip"/><vip name="vip1"><parameters><ip>10.0.0.9</ip>'
+                     '</parameters></vip><exec name="exec1"><depend name="vip1"/></exec></resource>')
         config, warnings = self.load(groups=groups, resources=resources)
-        self.assertProblem(warnings, "/root/resource/fip@fip1",
-                           "resource type 'fip' is not supported yet: fip1 is ignored")
-        self.assertProblem(warnings, "/root/resource/exec@exec1/depend@fip1", "ignored")
+        self.assertProblem(warnings, "/root/resource/vip@vip1",
+                           "resource type 'vip' is not supported yet: vip1 is ignored")
+        self.assertProblem(warnings, "/root/resource/exec@exec1/depend@vip1", "ignored")
         self.assertEqual(config.group("failover1").resources, ("exec1",))
         self.assertEqual(config.resource("exec1").depends, ())
 
