@@ -49,11 +49,14 @@ class MonitorEnvironment:
     hb_timeout: the cluster heartbeat settings (userw's usehb). reactor_lag:
     a callable returning the last measured reactor lag in seconds (userw).
     os_actions: IOSActions for monitors that act themselves (userw).
+    os_action_commands: the cluster's L{cpro.config.model.OSActionCommands}
+    (userw hands its reboot command to a watchdog process that must act
+    while the daemon is stalled); None = no watchdog action configured.
     """
 
     def __init__(self, local, state_dir, log_dir, resource=lambda name: None,
                  monitor_state=lambda name: None, hb_interval=3.0, hb_timeout=90.0,
-                 reactor_lag=lambda: 0.0, os_actions=None):
+                 reactor_lag=lambda: 0.0, os_actions=None, os_action_commands=None):
         self.local = local
         self.state_dir = state_dir
         self.log_dir = log_dir
@@ -63,6 +66,7 @@ class MonitorEnvironment:
         self.hb_timeout = hb_timeout
         self.reactor_lag = reactor_lag
         self.os_actions = os_actions
+        self.os_action_commands = os_action_commands
 
 
 _REGISTRY = {}
