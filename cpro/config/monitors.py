@@ -161,6 +161,9 @@ def _read_monitor(loader, node, name):
         if not server:
             loader.error(override.path, "server has no name attribute")
             continue
+        if server in m.server_params:
+            loader.error(override.path, f"parameters for server {server} are given twice")
+            continue
         if mtype == "mtw":
             loader.warning(override.path, "mtw has no per-server parameters: ignored")
             override.ignore(*(c.tag for c in override.element))
@@ -460,8 +463,8 @@ def _check_target(loader, m):
         return
     resource = loader.resources[m.target]
     if resource.type != needed:
-        loader.error(m.target_path, f"{m.type} needs a {needed} target, and {m.target} is "
-                                    f"a {resource.type} resource")
+        loader.error(m.target_path, f"{m.type} watches {needed} resources, and {m.target} "
+                                    f"is of type {resource.type}")
     elif m.type == "pidw" and resource.start_sync != 0:
         loader.error(m.target_path, f"pidw needs an asynchronous exec (parameters/act/sync 0): "
                                     f"{m.target} is synchronous")
