@@ -22,6 +22,7 @@ from zope.interface import implementer
 
 from cpro.interfaces import IGroupResource
 from cpro.resources.base import ResourceError
+from cpro.resources.ledger import NULL_LEDGER, PROCESS_GROUP, ProcTable, process_group_value
 from cpro.resources.process import DEFAULT_PATH, CommandError, read_proc_stat, run_command, spawn_resident
 
 log = Logger()
@@ -40,6 +41,10 @@ class ExecResource:
     """One <resource><exec>: runs params.start_path / params.stop_path."""
 
     type = "exec"
+    # The node sets its leftovers ledger here: the process groups this
+    # resource leaves running are recorded until it is deactivated, so that
+    # the next daemon kills them if this one crashes.
+    ledger = NULL_LEDGER
 
     def __init__(self, reactor, config, log_dir, base_env=None, kill_grace=2.0):
         self._reactor = reactor
@@ -52,6 +57,7 @@ class ExecResource:
         self._known = _Known.UNKNOWN
         self._resident = None
         self._resident_start = None  # kernel start time of the resident script (pidw)
+        self._held = []  # ledger values of the process groups left running
         self._last_exit = None
         # activate/deactivate run one at a time, in call order.
         self._lock = defer.DeferredLock()
@@ -105,7 +111,26 @@ class ExecResource:
 
     def _activate_sync(self, env):
         path = self._params.start_path
-        return self._record(self._run_script("start", path, env, self._params.start_timeout), _Known.ACTIVE)
+        d = self._run_script("start", path, env, self._params.start_timeout)
+        d.addCallback(self._hold_left_behind)
+        return self._record(d, _Known.ACTIVE)
+
+    def _hold_left_behind(self, result):
+        """A start script that left processes in its group (a service it
+        started in the background): record the group. Its leader is gone, so
+        the oldest member's start time stands in for the leader's."""
+        members = ProcTable().group_members(result.pid)
+        if members:
+            self._hold(process_group_value(result.pid, min(s for _, s in members)))
+
+    def _hold(self, value):
+        self._held.append(value)
+        self.ledger.record(self.name, PROCESS_GROUP, value)
+
+    def _let_go(self, _=None):
+        held, self._held = self._held, []
+        for value in held:
+            self.ledger.forget(self.name, PROCESS_GROUP, value)
 
     def _activate_async(self, env):
         path = self._params.start_path
@@ -117,6 +142,7 @@ class ExecResource:
         self._resident = resident
         stat = read_proc_stat(resident.pid)
         self._resident_start = stat[1] if stat is not None else None
+        self._hold(process_group_value(resident.pid, self._resident_start))
         self._known = _Known.ACTIVE
         log.info("exec {name}: start script {path} resident as pid {pid}", name=self.name, path=path, pid=resident.pid)
         resident.ended.addCallback(self._resident_ended, resident).addErrback(
@@ -151,6 +177,7 @@ class ExecResource:
                 return defer.fail()
             d.addCallback(lambda _: self._run_script("stop", stop_path, env, self._params.stop_timeout))
         d.addCallback(lambda _: self._terminate_resident())
+        d.addCallback(self._let_go)
         return self._record(d, _Known.INACTIVE)
 
     def _record(self, d, known):
@@ -195,6 +222,7 @@ class ExecResource:
             if result.exit_code != 0:
                 raise ResourceError(f"{which} script {path} exited with code {result.exit_code}")
             log.info("exec {name}: {which} script {path} succeeded", name=self.name, which=which, path=path)
+            return result
 
         def not_started(f):
             f.trap(CommandError)
