@@ -82,6 +82,7 @@ class ClusterController:
         self._busy = {}  # group -> description of an operation in progress
         self._after_resume = []  # (server, groups) that went down while suspended
         self._orphans = {}  # group -> the dead server it was on, until a live server holds it
+        self._skip_auto_start = None  # why the next end of the startup sync starts no group
         self.on_state_change = lambda: None  # node hook: push state, send a beat now
 
     # -- views ---------------------------------------------------------------
@@ -158,6 +159,16 @@ class ClusterController:
                                                          self._master_timeout)
         self._check_sync()
 
+    def skip_auto_start_once(self, reason):
+        """The next end of the startup synchronisation starts no group.
+
+        For a daemon whose previous incarnation crashed: the groups it held
+        were failed over by the peers (or wait for the operator), and a
+        rejoining server must not grab any. Failover of orphans, failback and
+        operator requests work as usual; a later service start auto-starts.
+        """
+        self._skip_auto_start = reason
+
     def _set_service(self, new):
         old = self.service
         if old is new:
@@ -221,6 +232,12 @@ class ClusterController:
         self._cancel_sync_timers()
         self._set_service(ClusterServiceState.RUNNING)
         self.alert("pm", 3, Level.INFO, "The cluster daemon has been started properly.")
+        if self._skip_auto_start is not None:
+            reason, self._skip_auto_start = self._skip_auto_start, None
+            self.alert("pm", 22, Level.WARNING,
+                       f"Groups are not started automatically on {self.local}: {reason}. "
+                       f"Start a group that runs nowhere with clpgrp -s.")
+            return
         self._auto_start()
 
     def _auto_start(self):

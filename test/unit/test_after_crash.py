@@ -1,0 +1,56 @@
+"""The controller after a crash of the previous daemon: it rejoins without
+auto-starting groups, once; failover and operator requests still work."""
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from cpro.cluster.states import ClusterServiceState
+
+from test.unit.test_controller import Harness, running_report
+
+REASON = "the previous cluster daemon ended abnormally"
+
+
+class SkipAutoStartTests(SynchronousTestCase):
+    def test_home_server_does_not_start_its_group_after_a_crash(self):
+        h = Harness(local="srv1", up=("srv2",))
+        h.controller.skip_auto_start_once(REASON)
+        h.running()
+        self.assertEqual(h.controller.service, ClusterServiceState.RUNNING)
+        self.assertEqual(h.resources["exec1"].calls, [])
+        self.assertIn(22, h.alerts.ids("pm"))
+        self.assertTrue(any(REASON in m and "clpgrp -s" in m for m in h.alerts.messages()))
+
+    def test_lone_server_after_sync_wait_does_not_start_groups_either(self):
+        h = Harness(local="srv2", up=())
+        h.controller.skip_auto_start_once(REASON)
+        h.controller.start_service()
+        h.clock.advance(30)
+        self.assertEqual(h.controller.service, ClusterServiceState.RUNNING)
+        self.assertEqual(h.resources["exec1"].calls, [])
+        self.assertEqual(h.clock.getDelayedCalls(), [])
+
+    def test_failover_of_orphans_still_works(self):
+        h = Harness(local="srv2", up=("srv1",))
+        h.controller.skip_auto_start_once(REASON)
+        h.running({"srv1": {"failover1": "Online"}})
+        h.membership.up.discard("srv1")
+        h.controller.server_down("srv1")
+        self.assertTrue(h.resources["exec1"].active)
+        self.assertEqual(h.resources["exec1"].calls[0][1].event, "FAILOVER")
+
+    def test_operator_can_start_the_group(self):
+        h = Harness(local="srv1", up=("srv2",))
+        h.controller.skip_auto_start_once(REASON)
+        h.running()
+        self.successResultOf(h.requests.group_start("failover1"))
+        self.assertTrue(h.resources["exec1"].active)
+
+    def test_only_once(self):
+        h = Harness(local="srv1", up=("srv2",))
+        h.controller.skip_auto_start_once(REASON)
+        h.running()
+        self.successResultOf(h.controller.stop_service(move_groups=False))
+        h.controller.peer_report("srv2", running_report(version=2))
+        h.controller.start_service()
+        self.assertTrue(h.resources["exec1"].active)
+        self.assertEqual(h.alerts.ids("pm").count(22), 1)
