@@ -22,7 +22,8 @@ How to use, in test/unit/test_monitor_<type>.py::
             ...
 
 make_monitor_config(type, params, ...) and make_environment(...) build the
-constructor's arguments without a clp.conf.
+constructor's arguments without a clp.conf; HeldRunner is a run_in_thread that
+holds its calls until release() (a pending check for thread-based monitors).
 
 Optional hooks:
 
@@ -82,6 +83,27 @@ def make_monitor_config(type, params, name=None, target=None, interval=5.0, time
 def make_environment(local="srv1", state_dir="/nonexistent/state", log_dir="/nonexistent/log", **kw):
     """A MonitorEnvironment for unit tests; keyword arguments as MonitorEnvironment's."""
     return MonitorEnvironment(local, state_dir, log_dir, **kw)
+
+
+class HeldRunner:
+    """A run_in_thread that runs nothing until release(): a probe stuck in its thread.
+
+    Pass it as a monitor's run_in_thread to get a check that stays pending
+    (make_pending_monitor), then release() to let the held calls finish.
+    """
+
+    def __init__(self):
+        self.calls = []  # (Deferred, fn, args) not yet released
+
+    def __call__(self, fn, *args, **kwargs):
+        d = defer.Deferred()
+        self.calls.append((d, fn, args, kwargs))
+        return d
+
+    def release(self):
+        calls, self.calls = self.calls, []
+        for d, fn, args, kwargs in calls:
+            d.callback(fn(*args, **kwargs))
 
 
 def child_pids():
