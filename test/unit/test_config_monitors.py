@@ -5,7 +5,7 @@ import os
 from twisted.trial.unittest import SynchronousTestCase
 
 from cpro.config import ConfigError
-from cpro.config.defaults import MONITOR_TIMINGS, SUPPORTED_MONITOR_TYPES
+from cpro.config.defaults import DEFAULTS, MONITOR_TIMINGS, SUPPORTED_MONITOR_TYPES
 from cpro.config.model import MonitorRecovery
 
 from test.unit.test_config import ConfigTestMixin
@@ -655,3 +655,34 @@ class DaemonFailureActionTests(MonitorTestMixin, SynchronousTestCase):
         _, warnings = self.load(extra="<pm><exec0><recover>2</recover><x/></exec0><exec9/></pm>")
         self.assertProblem(warnings, "/root/pm/exec0/x", "")
         self.assertProblem(warnings, "/root/pm/exec9", "unknown element")
+
+
+class DocumentationTests(SynchronousTestCase):
+    """docs/configuration.md prints the defaults table: the two stay in step."""
+
+    def setUp(self):
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        with open(os.path.join(root, "docs", "configuration.md"), encoding="utf-8") as f:
+            self.text = f.read()
+
+    def test_every_default_documented(self):
+        generated = {f"{t}/{k}" for t in MONITOR_TIMINGS for k in (
+            "polling/interval", "polling/timeout", "polling/reconfirmation", "polling/timing",
+            "emergency/timeout/notreconfirmation/use", "emergency/timeout/notrecovery/use")}
+        defaults = self.text[self.text.index("## Defaults"):]
+        for key in set(DEFAULTS) - generated:
+            head, _, last = key.rpartition("/")
+            documented = f"`{key}`" in defaults or (
+                f"`{head}/" in defaults and f"…/{last}`" in defaults)
+            self.assertTrue(documented, key)
+
+    def test_monitor_timing_table(self):
+        table = self.text[self.text.index("#### Monitor defaults per type"):]
+        for mtype, (interval, timeout, retry, no_retry, no_recover, timing) in \
+                MONITOR_TIMINGS.items():
+            row = next(line for line in table.splitlines() if line.startswith(f"| {mtype} |"))
+            cells = [c.strip() for c in row.strip("|").split("|")]
+            behaviour = f"{'no' if no_retry else 'yes'} / {'no' if no_recover else 'yes'}"
+            if mtype != "userw":
+                self.assertEqual(cells[1:3], [str(interval), str(timeout)], mtype)
+            self.assertEqual(cells[3:], [str(retry), behaviour, str(timing)], mtype)
