@@ -10,7 +10,10 @@ Status payload::
      "servers": [{"name", "status", "priority", "heartbeats": [{"name", "status", "type"?}]}],
      "groups": [{"name", "status", "current", "resources": [names]}],
      "resources": [{"name", "type", "status", "current", "group"}],
-     "monitors": [{"name", "type", "status", "servers": [{"name", "status"}]}]}
+     "monitors": [{"name", "type", "status",
+                   "servers": [{"name", "status", "duration"?, "error"?, "retries"?, "restarts"?,
+                                "failovers"?, "final_action_done"?, "dummy"?, "suspended"?}]}],
+     "monitor_recovery": {server: bool}}   (optional: recovery actions enabled per server)
 
 Alerts payload: {"alerts": [{"time", "server", "module", "id", "level", "message"}]}.
 """
@@ -238,13 +241,36 @@ def _packet_counters(counters):
     return lines
 
 
+def _monitor_details(entry):
+    """'check 0.012 s  retry 1  restarts 1 ...' for one monitor on one server."""
+    parts = []
+    duration = entry.get("duration")
+    if isinstance(duration, (int, float)) and not isinstance(duration, bool):
+        parts.append(f"check {duration:.3f} s")
+    if entry.get("retries"):
+        parts.append(f"retry {entry['retries']}")
+    if entry.get("restarts"):
+        parts.append(f"restarts {entry['restarts']}")
+    if entry.get("failovers"):
+        parts.append(f"failovers {entry['failovers']}")
+    if entry.get("final_action_done"):
+        parts.append("final action done")
+    if entry.get("dummy"):
+        parts.append("dummy failure")
+    return "  ".join(parts)
+
+
 def render_monitors(payload):
-    """clpstat -m: 'Monitor0 [userw : Normal]' then the monitor's status per server."""
+    """clpstat -m: 'Monitor0 [userw : Normal]' then, per server, the monitor's
+    status, last check duration, recovery counters and last error."""
     local = payload.get("local")
     servers = _servers(payload)
     index = {s.get("name"): i for i, s in enumerate(servers)}
     lines = [_banner("MONITOR RESOURCE STATUS"), f"  Cluster : {_cluster_name(payload)}"]
     lines += _server_index(servers, local)
+    disabled = sorted(str(s) for s, on in (payload.get("monitor_recovery") or {}).items() if not on)
+    if disabled:
+        lines.append(f"  Recovery action : disabled on {', '.join(disabled)}")
     for i, monitor in enumerate(payload.get("monitors") or []):
         lines.append("")
         lines.append(f"  Monitor{i} [{monitor.get('name', '?')} : {_status(monitor)}]")
@@ -254,7 +280,13 @@ def render_monitors(payload):
             label = f"server{n}" if n is not None else str(entry.get("name"))
             server_status = _status(servers[n]) if n is not None else "Unknown"
             symbol = SERVER_SYMBOLS.get(server_status, "?")
-            lines.append(f"    {label} [{symbol}] : {_status(entry)}")
+            prefix = f"    {label} [{symbol}] : "
+            details = _monitor_details(entry)
+            value = f"{_status(entry):<{STATUS_WIDTH}}{details}" if details else _status(entry)
+            lines.append(f"{prefix}{value}".rstrip())
+            error = " ".join(str(entry.get("error") or "").split())
+            if error:
+                lines.append(f"{' ' * len(prefix)}last error: {error}")
     lines.append(_rule())
     return "\n".join(lines) + "\n"
 

@@ -9,10 +9,12 @@ from zope.interface import implementer
 
 from cpro.cluster.states import PathState
 from cpro.config.model import (ClusterConfig, Device, ExecParams, GroupConfig, HeartbeatConfig,
-                               OSActionCommands, Ports, ResourceConfig, ServerConfig)
-from cpro.interfaces import IAlertSink, IGroupResource, IOSActions, IPeerChannel
+                               MonitorConfig, MonitorRecovery, OSActionCommands, Ports, ResourceConfig,
+                               ServerConfig)
+from cpro.interfaces import IAlertSink, IGroupResource, IMonitor, IOSActions, IPeerChannel
 from cpro.protocols.admin import IAdminHandler
 from cpro.resources.base import ResourceError
+from cpro.resources.monitors.base import CheckResult
 
 
 def make_config(servers=("srv1", "srv2"), groups=None, paths=1, hb_interval=0.1, hb_timeout=0.5,
@@ -186,3 +188,103 @@ class FakeAdminHandler:
         if request.verb == "alerts":
             return {"alerts": list(self.alerts)}
         return {}
+
+
+def make_monitor(name="mon1", type="fake", interval=10.0, timeout=5.0, retry=0, first_wait=0.0, timing=0,
+                 target=None, servers=None, delay_warning=80, timeout_retry=False, timeout_recover=False,
+                 kind="grp", recovery_target="failover1", restart_threshold=0, failover_threshold=0,
+                 final_action=1, script=None, script_before_restart=False, script_before_failover=False,
+                 script_before_final=False, script_timeout=5.0, params=None):
+    """A MonitorConfig built directly from the model (no XML); defaults: check every
+    10 s, timeout 5 s, no retry, recovery target group failover1, final action none."""
+    recovery = MonitorRecovery(kind=kind, target=recovery_target, restart_threshold=restart_threshold,
+                               failover_threshold=failover_threshold, final_action=final_action,
+                               script=script, script_before_restart=script_before_restart,
+                               script_before_failover=script_before_failover,
+                               script_before_final=script_before_final, script_timeout=script_timeout)
+    return MonitorConfig(name=name, type=type, interval=interval, timeout=timeout, retry=retry,
+                         first_wait=first_wait, timing=timing, target=target,
+                         servers=tuple(servers) if servers is not None else None,
+                         delay_warning=delay_warning, timeout_retry=timeout_retry,
+                         timeout_recover=timeout_recover, recovery=recovery, params=dict(params or {}))
+
+
+@implementer(IMonitor)
+class FakeMonitor:
+    """A monitor whose checks answer from a script of results.
+
+    Each check takes the next item of .results (then .default, normal):
+      - a CheckResult: answered at once;
+      - an Exception instance: the check fails with it;
+      - ("after", seconds, item): answered after seconds on .clock;
+      - "hang": never answers (the engine's timeout cancels it).
+    Cancelling a check counts in .cancelled (a type kills its processes there).
+    The constructor matches the registry's: FakeMonitor(reactor, config, params, env).
+    """
+
+    type = "fake"
+
+    def __init__(self, reactor, config, params=None, env=None, results=()):
+        self.clock = reactor
+        self.config = config
+        self.name = config.name
+        self.params = params
+        self.env = env
+        self.results = list(results)
+        self.default = CheckResult.normal()
+        self.checks = 0
+        self.cancelled = 0
+        self.starts = 0
+        self.stops = 0
+        self.fail_start = None  # an Exception to fail the next start() with
+
+    def start(self):
+        self.starts += 1
+        error, self.fail_start = self.fail_start, None
+        if error is not None:
+            return defer.fail(error)
+        return None
+
+    def stop(self):
+        self.stops += 1
+        return defer.succeed(None)
+
+    def check(self):
+        self.checks += 1
+        item = self.results.pop(0) if self.results else self.default
+        return self._answer(item)
+
+    def _answer(self, item):
+        if isinstance(item, CheckResult):
+            return defer.succeed(item)
+        if isinstance(item, BaseException):
+            return defer.fail(item)
+        if item == "hang":
+            return defer.Deferred(lambda d: self._count_cancel())
+        if isinstance(item, tuple) and item and item[0] == "after":
+            _, seconds, inner = item
+            d = defer.Deferred(lambda d: (call.cancel(), self._count_cancel()))
+            call = self.clock.callLater(seconds, lambda: self._answer(inner).chainDeferred(d))
+            return d
+        raise ValueError(f"FakeMonitor cannot answer with {item!r}")
+
+    def _count_cancel(self):
+        self.cancelled += 1
+
+    def describe(self):
+        return {"checks": self.checks}
+
+
+class FakeMonitorTypes(dict):
+    """A type registry for MonitorService tests: 'fake' -> FakeMonitor; .made
+    holds the monitors it built, by name, and .results seeds their scripts."""
+
+    def __init__(self, results=None):
+        super().__init__(fake=self._make)
+        self.made = {}
+        self.results = dict(results or {})
+
+    def _make(self, reactor, config, params, env):
+        monitor = FakeMonitor(reactor, config, params, env, results=self.results.get(config.name, ()))
+        self.made[config.name] = monitor
+        return monitor

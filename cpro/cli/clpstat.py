@@ -3,7 +3,8 @@
   clpstat                 the CLUSTER STATUS view
   clpstat -g              group map (which group runs where)
   clpstat -n              heartbeat view
-  clpstat -m              monitor view
+  clpstat -m              monitor view: each monitor's state per server, last check duration,
+                          recovery counters and last error
   clpstat --detail        status with priorities, resource types and owners
   clpstat --alerts [N]    the last N alerts of the cluster-wide alert log (default 100)
   clpstat --json          the status payload as JSON (REST shapes); with --alerts, the alerts

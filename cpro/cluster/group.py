@@ -86,6 +86,11 @@ class LocalGroup:
 
     # -- resources ---------------------------------------------------------
 
+    def resource(self, name):
+        """The IGroupResource object of this group named name, or None
+        (monitors look at it: pidw's async exec, fipw's floating IP)."""
+        return self._resources.get(name)
+
     @defer.inlineCallbacks
     def _try(self, name, activate, context):
         """Run one activation/deactivation with the resource's retry count.
@@ -188,9 +193,9 @@ class LocalGroup:
         return Outcome(ok=not error, resource=name, error=error)
 
     @defer.inlineCallbacks
-    def deactivate_resource(self, name):
+    def deactivate_resource(self, name, factor="RESOURCESTOP"):
         self._set_resource(name, ResourceState.OFFLINE_PENDING)
-        error = yield self._try(name, False, self._context("START", "RESOURCESTOP"))
+        error = yield self._try(name, False, self._context("START", factor))
         self._set_resource(name, ResourceState.OFFLINE_FAILURE if error else ResourceState.OFFLINE)
         self._settle()
         return Outcome(ok=not error, resource=name, error=error)

@@ -1,6 +1,10 @@
-"""Operator requests (clpcl, clpgrp, clprsc through the admin port): which
-server must act, and asking it to. The decisions themselves stay in the
-controller; this only routes requests and checks their preconditions.
+"""Operator requests (clpcl, clpgrp, clprsc, clpmonctrl through the admin
+port): which server must act, and asking it to. The decisions themselves stay
+in the controller; this only routes requests and checks their preconditions.
+
+While a monitor's recovery sequence runs for a group (on any server), the
+requests that would race it are refused: cluster stop/restart/suspend, group
+start/stop/move of that group.
 """
 
 from twisted.internet import defer
@@ -21,12 +25,17 @@ class OperatorRequests:
             return [name]
         return [g.name for g in sorted(c.config.groups, key=lambda g: g.gid)]
 
+    def _refuse_during_recovery(self, groups, what):
+        for g in groups:
+            self.controller.refuse_during_recovery(g, f"{what} group {g}")
+
     @defer.inlineCallbacks
     def group_start(self, name=None, server=None):
         c = self.controller
         c.require_running()
         c.check_server(server)
         messages = []
+        self._refuse_during_recovery(self._group_names(name), "start")
         for g in self._group_names(name):
             holders = c.holders_of(g)
             if holders:
@@ -46,6 +55,7 @@ class OperatorRequests:
         c = self.controller
         c.check_server(server)
         messages = []
+        self._refuse_during_recovery(self._group_names(name), "stop")
         for g in self._group_names(name):
             holders = c.holders_of(g)
             if server:
@@ -67,6 +77,7 @@ class OperatorRequests:
         if not name:
             raise OperationError("group move needs a group name")
         c.group(name)
+        self._refuse_during_recovery([name], "move")
         holders = c.holders_of(name)
         if not holders:
             raise OperationError(f"group {name} is not active")
@@ -121,6 +132,13 @@ class OperatorRequests:
         if action not in ("start", "stop", "restart", "suspend", "resume"):
             raise OperationError(f"unknown cluster action: {action}")
         targets = [s.name for s in c.config.servers] if all_servers else [c.local]
+        if action in ("stop", "restart", "suspend"):
+            busy = [(server, group, monitor) for server in targets
+                    for group, monitor in sorted(c.recoveries_on(server).items())]
+            if busy:
+                server, group, monitor = busy[0]
+                raise OperationError(f"cannot {action} the cluster: monitor {monitor} is recovering group "
+                                     f"{group} on {server}; try again after its final action")
         results = []
         for server in targets:
             if server != c.local and not c.peer_up(server):
@@ -135,3 +153,35 @@ class OperatorRequests:
         if failed and len(failed) == len(results):
             raise OperationError("; ".join(f"{r['name']}: {r['message']}" for r in failed))
         return {"servers": results}
+
+    MONITOR_ACTIONS = ("suspend", "resume", "dummy", "clear", "recovery")
+
+    @defer.inlineCallbacks
+    def monitor(self, action, name=None, server=None, on=None):
+        """clpmonctrl: suspend|resume|clear [MONITOR] and dummy on|off [MONITOR] on
+        one server (the local one by default); recovery on|off on every server."""
+        c = self.controller
+        if action not in self.MONITOR_ACTIONS:
+            raise OperationError(f"unknown monitor action: {action}")
+        if name is not None and c.config.monitor(name) is None:
+            raise OperationError(f"no such monitor: {name}")
+        c.check_server(server)
+        if action == "recovery":
+            targets = [server] if server else [s.name for s in c.config.servers]
+            results = []
+            for target in targets:
+                if target != c.local and not c.peer_up(target):
+                    results.append({"name": target, "code": 1, "message": "server is not reachable"})
+                    continue
+                try:
+                    yield c.call(target, "monitor_local", action=action, on=bool(on))
+                    results.append({"name": target, "code": 0, "message": "Command succeeded."})
+                except Exception as e:
+                    results.append({"name": target, "code": 1, "message": str(e)})
+            if all(r["code"] for r in results):
+                raise OperationError("; ".join(f"{r['name']}: {r['message']}" for r in results))
+            return {"servers": results}
+        target = server or c.local
+        result = yield c.call(target, "monitor_local", action=action, monitor=name,
+                              on=None if on is None else bool(on))
+        return result

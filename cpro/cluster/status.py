@@ -2,7 +2,7 @@
 in the shapes of the original product's REST API."""
 
 from cpro.cluster.controller import TAKING_GROUPS
-from cpro.cluster.states import ClusterServiceState, GroupState, PathState, ServerState
+from cpro.cluster.states import ClusterServiceState, GroupState, MonitorState, PathState, ServerState
 
 
 def server_status(c, server):
@@ -73,5 +73,58 @@ def cluster_status(c):
         "servers": servers,
         "groups": groups,
         "resources": resources,
-        "monitors": [],
+        "monitors": monitor_status(c),
+        "monitor_recovery": monitor_recovery(c),
     }
+
+
+_CHECKED = (MonitorState.NORMAL.value, MonitorState.WARNING.value, MonitorState.ERROR.value)
+
+
+def _overall(states):
+    """One word for a monitor over all servers: Error when every server that
+    checks it reports an error, Caution when only some do."""
+    checked = [s for s in states if s in _CHECKED]
+    if not checked:
+        for word in (MonitorState.SUSPENDED.value, MonitorState.UNKNOWN.value):
+            if word in states:
+                return word
+        return MonitorState.STOPPED.value
+    if MonitorState.ERROR.value in checked:
+        return MonitorState.ERROR.value if set(checked) == {MonitorState.ERROR.value} else "Caution"
+    if MonitorState.WARNING.value in checked:
+        return MonitorState.WARNING.value
+    return MonitorState.NORMAL.value
+
+
+def monitor_status(c):
+    """[{"name", "type", "status", "servers": [{"name", "status", "duration", "error", ...}]}]:
+    the local monitors' live status and the peers' as of their last state report."""
+    local = c.monitors.report().get("monitors", {}) if c.monitors is not None else {}
+    offline = {"status": MonitorState.STOPPED.value}
+    out = []
+    for m in c.config.monitors:
+        entries = []
+        for s in c.config.servers:
+            if s.name == c.local:
+                entry = local.get(m.name, offline)
+            elif not c.peer_up(s.name) or s.name not in c.reports:
+                entry = offline
+            else:
+                default = {"status": MonitorState.UNKNOWN.value} if m.runs_on(s.name) else offline
+                entry = c.reports[s.name].monitors.get(m.name, default)
+            entries.append({"name": s.name, **entry})
+        out.append({"name": m.name, "type": m.type, "status": _overall([e["status"] for e in entries]),
+                    "servers": entries})
+    return out
+
+
+def monitor_recovery(c):
+    """server -> whether monitors' recovery actions are enabled there (live servers only)."""
+    out = {}
+    if c.monitors is not None:
+        out[c.local] = bool(c.monitors.report().get("monitor_recovery", True))
+    for server, report in sorted(c.reports.items()):
+        if c.peer_up(server):
+            out[server] = report.monitor_recovery
+    return out

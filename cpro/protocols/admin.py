@@ -9,6 +9,9 @@ line, ``[json] VERB [ARGS...]`` (shell-like quoting)::
     cluster start|stop|restart|suspend|resume [--all]
     group start|stop|move [GROUP] [--server SERVER]
     resource start|stop RESOURCE [--server SERVER]
+    monitor suspend|resume|clear [MONITOR] [--server SERVER]
+    monitor dummy on|off [MONITOR] [--server SERVER]
+    monitor recovery on|off
     quit
 
 This module only parses and validates syntax; the decision is the handler's
@@ -60,6 +63,8 @@ MAX_NAME = 255
 CLUSTER_ACTIONS = ("start", "stop", "restart", "suspend", "resume")
 GROUP_ACTIONS = ("start", "stop", "move")
 RESOURCE_ACTIONS = ("start", "stop")
+MONITOR_ACTIONS = ("suspend", "resume", "clear")  # plus 'dummy on|off' and 'recovery on|off'
+SWITCHES = {"on": True, "off": False}
 STATUS_VIEWS = ("detail", "groupmap", "heartbeats", "monitors")
 
 USAGE = {
@@ -69,6 +74,8 @@ USAGE = {
     "cluster": "cluster start|stop|restart|suspend|resume [--all]",
     "group": "group start|stop|move [GROUP] [--server SERVER]",
     "resource": "resource start|stop RESOURCE [--server SERVER]",
+    "monitor": "monitor suspend|resume|clear [MONITOR] [--server SERVER] | "
+               "monitor dummy on|off [MONITOR] [--server SERVER] | monitor recovery on|off",
     "quit": "quit",
 }
 HELP_LINES = [
@@ -81,12 +88,13 @@ HELP_LINES = [
 class AdminRequest:
     """One parsed request, as the handler sees it."""
 
-    verb: str  # 'status', 'alerts', 'cluster', 'group', 'resource'
+    verb: str  # 'status', 'alerts', 'cluster', 'group', 'resource', 'monitor'
     action: Optional[str] = None  # 'start', 'stop', ...; the view for 'status'
-    target: Optional[str] = None  # group or resource name (None = all groups)
+    target: Optional[str] = None  # group, resource or monitor name (None = all groups / monitors)
     server: Optional[str] = None  # --server: where to act / move destination
     all: bool = False  # --all: every server (cluster verb)
     count: Optional[int] = None  # alerts N
+    switch: Optional[bool] = None  # monitor dummy|recovery on (True) / off (False)
 
 
 class AdminError(Exception):
@@ -204,11 +212,36 @@ def parse_request(words):
             return AdminRequest(
                 verb, action=positional[0], target=_name(positional[1], "resource"), server=server
             )
+        if verb == "monitor":
+            return _parse_monitor(args, usage)
     except UsageError as e:
         if str(e).startswith("usage:"):
             raise
         raise UsageError(f"{e}; usage: {USAGE[verb]}") from None
     raise AssertionError(verb)  # pragma: no cover - every verb returns above
+
+
+def _parse_monitor(args, usage):
+    positional, options = _take_options(args, {"server": True})
+    if not positional:
+        raise usage
+    action, rest = positional[0], positional[1:]
+    server = _name(options["server"], "server") if "server" in options else None
+    if action in MONITOR_ACTIONS:
+        if len(rest) > 1:
+            raise usage
+        target = _name(rest[0], "monitor") if rest else None
+        return AdminRequest("monitor", action=action, target=target, server=server)
+    if action == "dummy":
+        if not 1 <= len(rest) <= 2 or rest[0] not in SWITCHES:
+            raise usage
+        target = _name(rest[1], "monitor") if len(rest) == 2 else None
+        return AdminRequest("monitor", action=action, target=target, server=server, switch=SWITCHES[rest[0]])
+    if action == "recovery":
+        if len(rest) != 1 or rest[0] not in SWITCHES or server is not None:
+            raise usage
+        return AdminRequest("monitor", action=action, switch=SWITCHES[rest[0]])
+    raise usage
 
 
 def _json_default(value):

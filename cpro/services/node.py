@@ -29,6 +29,7 @@ from cpro.resources.exec import ExecResource
 from cpro.services.alerts import AlertBindError, AlertLog
 from cpro.services.heartbeat import HeartbeatBindError, HeartbeatService
 from cpro.services.internal import InternalService
+from cpro.services.monitors import MonitorService
 from cpro.services.osactions import OSActions
 
 log = Logger()
@@ -82,6 +83,8 @@ class AdminHandler:
             if verb == "group":
                 op = {"start": r.group_start, "stop": r.group_stop, "move": r.group_move}[action]
                 return op(request.target, request.server).addErrback(self._refused)
+            if verb == "monitor":
+                return r.monitor(action, request.target, request.server, request.switch).addErrback(self._refused)
             if verb == "resource":
                 op = {"start": r.resource_start, "stop": r.resource_stop}[action]
                 return defer.maybeDeferred(op, request.target, request.server).addErrback(self._refused)
@@ -135,6 +138,12 @@ class ClusterNode(service.MultiService):
         self.controller.membership = self.membership
         self.heartbeat = HeartbeatService(reactor, config, local, self.incarnation, self._digest, self._on_beat)
         self.heartbeat.setServiceParent(self)
+        # Monitors run while the cluster service is Running (MonitorService.sync,
+        # called on every state change); stopping the service stops them.
+        self.monitors = MonitorService(reactor, config, local, self.controller, self.alerts, state_dir, log_dir,
+                                       self.os_actions)
+        self.monitors.setServiceParent(self)
+        self.controller.monitors = self.monitors
         self.admin_port = None
         self._fetching = set()
 
@@ -209,6 +218,7 @@ class ClusterNode(service.MultiService):
                            service=self.controller.service.value)
 
     def _state_changed(self):
+        self.monitors.sync()
         # Pushed at once, not coalesced: a request that follows a change on the
         # same link (stop here, then "start it" there) must find the peer's
         # view already updated, or the peer refuses a group we still seem to hold.

@@ -1,0 +1,523 @@
+"""The monitor service: runs the monitors of the local server and carries out their recovery.
+
+One L{MonitorRunner} per monitor that runs here (``polling/servers``), built
+from the monitor type registry. The service
+
+- starts the runners while the cluster service is Running (held while it is
+  Suspended, stopped otherwise) and, for ``timing`` 1, only while the target
+  resource is Online here (L{sync}, called on every state change);
+- turns each confirmed error into the next recovery step decided by the
+  monitor's L{RecoveryEscalation} (reactivate, fail over, final action) and
+  asks the controller to carry it out, with the optional script before each
+  step, the recovery-in-progress mark on the group, and the alerts;
+- serves the operator requests (suspend/resume, dummy failure, clear counters,
+  the cluster-wide switch that disables recovery actions) and the status;
+- measures the reactor's lag for userw (L{reactor_lag}).
+
+Recovery scripts run through L{cpro.resources.process.run_command} with this
+environment (no shell): CLP_MONITORNAME, CLP_ACTION (RESTART before a
+reactivation, FAILOVER before a failover, FINALACTION before the final
+action), CLP_RESTARTCOUNT, CLP_FAILOVERCOUNT (counts including the step
+about to run), CLP_VERSION_FULL, CLP_VERSION_MAJOR, CLP_OSNAME, CLP_OSVER,
+CPRO_SERVER_NAME, CPRO_RECOVERY_TARGET and PATH.
+"""
+
+import importlib
+import os
+import pkgutil
+import platform
+
+from twisted.application import service
+from twisted.internet import defer, task
+from twisted.logger import Logger
+
+from cpro import __version__
+from cpro.cluster.controller import OperationError
+from cpro.cluster.monitoring import BY_CLUSTER, BY_OPERATOR, MonitorRunner
+from cpro.cluster.recovery import MonitorFinalAction, RecoveryEscalation, RecoveryStep
+from cpro.cluster.states import ClusterServiceState, Level, MonitorState
+from cpro.resources.monitors.base import MonitorEnvironment
+from cpro.resources.process import DEFAULT_PATH, run_command
+
+log = Logger()
+
+LAG_INTERVAL = 1.0  # s between reactor-lag samples
+
+# Alert ids (module rm) of the script before each step: started, completed, failed.
+_SCRIPT_ALERTS = {
+    "RESTART": ("reactivation", 44, 45, 46),
+    "FAILOVER": ("failover", 33, 34, 35),
+    "FINALACTION": ("final action", 41, 42, 43),
+}
+# Final actions: alert before (the service may stop), after success, after failure.
+_FINAL_ALERTS = {
+    MonitorFinalAction.STOP_GROUP: (None, 12, 18),
+    MonitorFinalAction.STOP_RESOURCE: (None, 12, 18),
+    MonitorFinalAction.STOP_CLUSTER_SERVICE: (15, None, 21),
+    MonitorFinalAction.STOP_SERVICE_AND_SHUTDOWN: (16, None, 22),
+    MonitorFinalAction.STOP_SERVICE_AND_REBOOT: (17, None, 23),
+}
+
+
+def _load_types():
+    """The monitor type registry; a type module that fails to import is logged
+    and left out (its monitors are reported as not set up), not fatal."""
+    from cpro.resources import monitors as package
+    from cpro.resources.monitors import base
+
+    try:
+        return base.registry()
+    except Exception:
+        log.failure("importing the monitor types failed; loading them one by one")
+    for info in pkgutil.iter_modules(package.__path__):
+        if info.name in ("base", "contract") or info.name.startswith("_"):
+            continue
+        try:
+            importlib.import_module(f"{package.__name__}.{info.name}")
+        except Exception:
+            log.failure("monitor type module {m} cannot be imported", m=info.name)
+    return dict(base._REGISTRY)
+
+
+class MonitorService(service.Service):
+    name = "monitors"
+
+    def __init__(self, reactor, config, local, controller, alerts, state_dir, log_dir, os_actions=None,
+                 types=None, run_script=run_command, lag_interval=LAG_INTERVAL):
+        """
+        @param controller: the L{cpro.cluster.controller.ClusterController}.
+        @param types: type name -> monitor class (default: the registry).
+        @param run_script: L{run_command} (tests inject a fake).
+        """
+        self.reactor = reactor
+        self.config = config
+        self.local = local
+        self.controller = controller
+        self.alerts = alerts
+        self.log_dir = log_dir
+        self.run_script = run_script
+        self.lag_interval = lag_interval
+        self.recovery_enabled = True
+        self.lag = 0.0
+        self.runners = {}  # monitor name -> MonitorRunner, for the monitors of this server
+        self.escalations = {}  # monitor name -> RecoveryEscalation
+        self.broken = {}  # monitor name -> why it could not be set up here
+        self._acting = set()  # monitors whose recovery step is being carried out
+        self._stopping = set()  # Deferreds of runners being stopped
+        self._syncing = False
+        self._sync_again = False
+        self._lag_loop = None
+        self._lag_expected = None
+        self.env = MonitorEnvironment(local, state_dir, log_dir, resource=self.resource,
+                                      monitor_state=self.monitor_state, hb_interval=config.hb_interval,
+                                      hb_timeout=config.hb_timeout, reactor_lag=self.reactor_lag,
+                                      os_actions=os_actions)
+        if types is None:
+            types = _load_types()
+        for m in config.monitors:
+            if not m.runs_on(local):
+                continue
+            cls = types.get(m.type)
+            if cls is None:
+                self.broken[m.name] = f"monitor type {m.type} is not available"
+                continue
+            try:
+                monitor = cls(reactor, m, m.params_on(local), self.env)
+            except Exception as e:  # a type refusing its parameters must not stop the daemon
+                self.broken[m.name] = f"{m.type}: {e}"
+                continue
+            self.runners[m.name] = MonitorRunner(reactor, m, monitor, alerts, on_error=self._on_error,
+                                                 on_normal=self._on_normal, on_change=self._changed)
+            self.escalations[m.name] = RecoveryEscalation(m.recovery)
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def startService(self):
+        super().startService()
+        for name, why in sorted(self.broken.items()):
+            self.alerts.emit("rm", 6, Level.ERROR, f"Monitor configuration of {name} is invalid. ({why})")
+        self._lag_loop = task.LoopingCall(self._measure_lag)
+        self._lag_loop.clock = self.reactor
+        self._lag_expected = self.reactor.seconds() + self.lag_interval
+        self._lag_loop.start(self.lag_interval, now=False).addErrback(
+            lambda f: log.failure("reactor lag measurement failed", f))
+        self.sync()
+
+    def stopService(self):
+        super().stopService()
+        if self._lag_loop is not None and self._lag_loop.running:
+            self._lag_loop.stop()
+        self._lag_loop = None
+        for runner in self.runners.values():
+            self._stop_runner(runner)
+        return defer.DeferredList(list(self._stopping))
+
+    def _stop_runner(self, runner):
+        if not runner.running:
+            return
+        d = runner.stop()
+        if not d.called:
+            self._stopping.add(d)
+            d.addBoth(lambda _: self._stopping.discard(d))
+        if runner.name not in self._acting:
+            # Stopped while no step of its own runs (the group left, the cluster
+            # stops): its recovery sequence here is over.
+            self._end_sequence(runner.config)
+
+    def sync(self):
+        """Start, hold or stop each runner for the cluster service state and its target."""
+        if not self.running:
+            return
+        if self._syncing:
+            self._sync_again = True  # a runner's change led back here: go round once more
+            return
+        self._syncing = True
+        try:
+            self._sync_again = True
+            while self._sync_again:
+                self._sync_again = False
+                self._sync_once()
+        finally:
+            self._syncing = False
+
+    def _sync_once(self):
+        service = self.controller.service
+        live = service in (ClusterServiceState.RUNNING, ClusterServiceState.SUSPENDED)
+        for name in sorted(self.runners):
+            runner = self.runners[name]
+            m = runner.config
+            if service is ClusterServiceState.SUSPENDED:
+                runner.suspend(BY_CLUSTER, alert=False)
+            else:
+                runner.resume(BY_CLUSTER, alert=False)
+            gated = m.timing == 1 and m.target and not self.controller.resource_online(m.target)
+            if live and not gated:
+                runner.start()
+            else:
+                self._stop_runner(runner)
+
+    def _changed(self):
+        self.controller.notify_changed()
+
+    # -- what monitors may look at -----------------------------------------------
+
+    def resource(self, name):
+        """The local IGroupResource object named name (MonitorEnvironment.resource)."""
+        for group in self.controller.groups.values():
+            found = group.resource(name)
+            if found is not None:
+                return found
+        return None
+
+    def monitor_state(self, name):
+        runner = self.runners.get(name)
+        return runner.state if runner is not None else None
+
+    def _measure_lag(self):
+        now = self.reactor.seconds()
+        self.lag = max(0.0, now - self._lag_expected)
+        self._lag_expected = now + self.lag_interval
+
+    def reactor_lag(self):
+        """Seconds the reactor was late on its last sample, or is late now if later."""
+        if self._lag_expected is None:
+            return self.lag
+        return max(self.lag, self.reactor.seconds() - self._lag_expected)
+
+    # -- recovery ------------------------------------------------------------------
+
+    def _target(self, m):
+        """(group, resource) of a monitor's recovery target; group None for LocalServer."""
+        rec = m.recovery
+        if rec.kind == "rsc":
+            rcfg = self.config.resource(rec.target)
+            return (rcfg.group if rcfg is not None else None), rec.target
+        if rec.kind == "grp":
+            return rec.target, None
+        return None, None
+
+    def _target_active(self, m, group, resource):
+        kind = m.recovery.kind
+        if kind == "rsc":
+            return self.controller.resource_active(resource)
+        if kind == "grp":
+            return self.controller.group_active(group)
+        return True
+
+    def _end_sequence(self, m):
+        group, _ = self._target(m)
+        if group is not None:
+            self.controller.end_recovery(group, m.name)
+
+    def _on_normal(self, runner):
+        if self.escalations[runner.name].reset():
+            log.info("monitor {m}: back to normal, recovery counters reset", m=runner.name)
+            self._changed()
+        self._end_sequence(runner.config)
+
+    @defer.inlineCallbacks
+    def _on_error(self, runner, result, timed_out):
+        m = runner.config
+        if timed_out and not m.timeout_recover:
+            self.alerts.emit("rm", 193, Level.WARNING,
+                             f"Recovery action at timeout occurrence was disabled, so the recovery action of "
+                             f"monitor {m.name} was not executed.")
+            return
+        if not self.recovery_enabled:
+            self.alerts.emit("rm", 192, Level.WARNING,
+                             f"Ignored the recovery action in monitoring {m.name} because recovery action "
+                             f"caused by monitor resource error is disabled.")
+            return
+        if self.controller.service is not ClusterServiceState.RUNNING:
+            return
+        self._acting.add(m.name)
+        try:
+            yield self._recover(m)
+        finally:
+            self._acting.discard(m.name)
+            if not runner.running:
+                self._end_sequence(m)
+            self._changed()
+
+    @defer.inlineCallbacks
+    def _recover(self, m):
+        rec = m.recovery
+        esc = self.escalations[m.name]
+        group, resource = self._target(m)
+        if rec.kind == "rsc" and group is None:
+            self.alerts.emit("rm", 24, Level.ERROR, f"The group of {rec.target} resource is unknown.")
+            return
+        while True:
+            if not self._target_active(m, group, resource):
+                if not esc.not_active_alerted:
+                    esc.not_active_alerted = True
+                    self.alerts.emit("rm", 25, Level.WARNING, f"Recovery will not be executed since the "
+                                                              f"recovery target {rec.target} is not active.")
+                self._end_sequence(m)
+                return
+            available = group is not None and self.controller.failover_target(group) is not None
+            decision = esc.decide(available, self.controller.others_running())
+            if decision.step is RecoveryStep.EXHAUSTED:
+                if not esc.exhausted_alerted:
+                    esc.exhausted_alerted = True
+                    self.alerts.emit("rm", 100, Level.WARNING,
+                                     f"Restart count exceeded the maximum of {rec.restart_threshold}. Final action "
+                                     f"of monitoring {m.name} will not be executed.")
+                return
+            if group is not None:
+                self.controller.begin_recovery(group, m.name)
+            log.info("monitor {m}: recovery step {step}", m=m.name, step=decision.step.value)
+            done = yield self._carry_out(m, decision, group, resource, esc)
+            if done or decision.step is not RecoveryStep.RESTART:
+                return
+            # A failed reactivation goes on to the next step at once.
+
+    @defer.inlineCallbacks
+    def _carry_out(self, m, decision, group, resource, esc):
+        """Run one step. Returns True when it was carried out."""
+        c = self.controller
+        target = m.recovery.target
+        if decision.step is RecoveryStep.RESTART:
+            yield self._script(m, m.recovery.script_before_restart, "RESTART", esc)
+            try:
+                if m.recovery.kind == "rsc":
+                    yield c.restart_resource_for_monitor(resource, m.name)
+                else:
+                    yield c.restart_group_for_monitor(group, m.name)
+            except Exception as e:
+                self.alerts.emit("rm", 19, Level.ERROR,
+                                 f"Attempted to restart the recovery target {target} due to the error detected "
+                                 f"in monitoring {m.name}, but failed. ({e})")
+                return False
+            self.alerts.emit("rm", 13, Level.INFO, f"Recovery target {target} has restarted because an error "
+                                                   f"was detected in monitoring {m.name}.")
+            return True
+        if decision.step is RecoveryStep.FAILOVER:
+            yield self._script(m, m.recovery.script_before_failover, "FAILOVER", esc)
+            try:
+                server = yield c.failover_group_for_monitor(group, m.name)
+            except Exception as e:
+                self.alerts.emit("rm", 20, Level.ERROR, f"Attempted to fail over {target} due to the error "
+                                                        f"detected in monitoring {m.name}, but failed. ({e})")
+                if not c.group_active(group):
+                    self._end_sequence(m)
+                return False
+            self.alerts.emit("rm", 14, Level.INFO, f"Recovery target {target} failed over to {server} because "
+                                                   f"an error was detected in monitoring {m.name}.")
+            self._end_sequence(m)  # the group left this server
+            return True
+        action = decision.final_action
+        try:
+            if decision.suppressed:
+                self.alerts.emit("rm", 200, Level.WARNING,
+                                 f"Since there is no other normally running server, the final action({action.words}) "
+                                 f"for an error detection of monitor resource {m.name} was suppressed.")
+                return True
+            if action is MonitorFinalAction.NONE:
+                log.info("monitor {m}: final action is no operation", m=m.name)
+                return True
+            yield self._script(m, m.recovery.script_before_final, "FINALACTION", esc)
+            before, after, failed = _FINAL_ALERTS[action]
+            if before == 15:
+                self.alerts.emit("rm", 15, Level.INFO, f"Stopping the cluster has been required because an error "
+                                                       f"was detected in monitoring {m.name}.")
+            elif before == 16:
+                self.alerts.emit("rm", 16, Level.INFO, f"Stopping the system has been required because an error "
+                                                       f"was detected in monitoring {m.name}.")
+            elif before == 17:
+                self.alerts.emit("rm", 17, Level.INFO, f"Rebooting the system has been required because an error "
+                                                       f"was detected in monitoring {m.name}.")
+            try:
+                yield c.final_action_for_monitor(action, m.name, group=group, resource=resource)
+            except Exception as e:
+                self.alerts.emit("rm", failed, Level.ERROR,
+                                 f"Attempted the final action ({action.words}) for {target} due to the error "
+                                 f"detected in monitoring {m.name}, but failed. ({e})")
+                return True
+            if after == 12:
+                stopped = resource if action is MonitorFinalAction.STOP_RESOURCE else (group or target)
+                self.alerts.emit("rm", 12, Level.INFO, f"Recovery target {stopped} has stopped because an error "
+                                                       f"was detected in monitoring {m.name}.")
+            return True
+        finally:
+            # The operator may act on the group again after the final action.
+            self._end_sequence(m)
+
+    @defer.inlineCallbacks
+    def _script(self, m, wanted, action, esc):
+        """The script before a step; its failure is reported and the step goes on."""
+        path = m.recovery.script
+        if not wanted or not path:
+            return
+        words, started, completed, failed = _SCRIPT_ALERTS[action]
+        self.alerts.emit("rm", started, Level.INFO,
+                         f"Script before {words} upon failure in monitoring {m.name} started.")
+        env = {
+            "CLP_MONITORNAME": m.name,
+            "CLP_ACTION": action,
+            "CLP_RESTARTCOUNT": str(esc.restarts),
+            "CLP_FAILOVERCOUNT": str(esc.failovers),
+            "CLP_VERSION_FULL": __version__,
+            "CLP_VERSION_MAJOR": __version__.split(".")[0],
+            "CLP_OSNAME": platform.system(),
+            "CLP_OSVER": platform.release(),
+            "CPRO_SERVER_NAME": self.local,
+            "CPRO_RECOVERY_TARGET": m.recovery.target,
+            "PATH": DEFAULT_PATH,
+        }
+        try:
+            result = yield self.run_script(self.reactor, [path], env=env, timeout=m.recovery.script_timeout,
+                                           log_path=os.path.join(self.log_dir, f"{m.name}.recovery.log"))
+        except Exception as e:
+            self.alerts.emit("rm", failed, Level.ERROR,
+                             f"Script before {words} upon failure in monitoring {m.name} failed. ({e})")
+            return
+        if result.succeeded:
+            self.alerts.emit("rm", completed, Level.INFO,
+                             f"Script before {words} upon failure in monitoring {m.name} completed.")
+        else:
+            self.alerts.emit("rm", failed, Level.ERROR, f"Script before {words} upon failure in monitoring "
+                                                        f"{m.name} failed. (it {result.describe()})")
+
+    # -- operator requests ---------------------------------------------------------
+
+    def operate(self, args):
+        """Serve a 'monitor_local' request: {"action", "monitor"?, "on"?}. Returns a result dict."""
+        action = args.get("action")
+        name = args.get("monitor")
+        if action == "suspend":
+            return self.suspend(name)
+        if action == "resume":
+            return self.resume(name)
+        if action == "dummy":
+            return self.set_dummy(name, bool(args.get("on")))
+        if action == "clear":
+            return self.clear(name)
+        if action == "recovery":
+            return self.set_recovery(bool(args.get("on")))
+        raise OperationError(f"unknown monitor action: {action}")
+
+    def _select(self, name):
+        if name is None:
+            return [self.runners[n] for n in sorted(self.runners)]
+        if name in self.runners:
+            return [self.runners[name]]
+        if name in self.broken:
+            raise OperationError(f"monitor {name} could not be set up on {self.local}: {self.broken[name]}")
+        if self.config.monitor(name) is not None:
+            raise OperationError(f"monitor {name} does not run on {self.local}")
+        raise OperationError(f"no such monitor: {name}")
+
+    def _done(self, changed, verb, name):
+        what = f"monitor {name}" if name else "all monitors"
+        if name and not changed:
+            return {"message": f"{what} already {verb} on {self.local}"}
+        return {"message": f"{what} {verb} on {self.local}"}
+
+    def suspend(self, name=None):
+        runners = self._select(name)
+        changed = [r for r in runners if r.suspend(BY_OPERATOR, alert=name is not None)]
+        if name is None:
+            self.alerts.emit("rm", 31, Level.INFO, "All monitors were suspended.")
+        return self._done(changed, "suspended", name)
+
+    def resume(self, name=None):
+        runners = self._select(name)
+        changed = [r for r in runners if r.resume(BY_OPERATOR, alert=name is not None)]
+        if name is None:
+            self.alerts.emit("rm", 32, Level.INFO, "All monitors were resumed.")
+        return self._done(changed, "resumed", name)
+
+    def set_dummy(self, name, on):
+        try:
+            runners = self._select(name)
+        except OperationError:
+            self.alerts.emit("rm", 184 if on else 185, Level.WARNING,
+                             f"An attempt to {'enable' if on else 'disable'} Dummy Failure of monitor resource "
+                             f"{name} failed.")
+            raise
+        changed = [r for r in runners if r.set_dummy(on)]
+        words = "enabled" if on else "disabled"
+        if name is None:
+            self.alerts.emit("rm", 182 if on else 183, Level.WARNING if on else Level.INFO,
+                             f"Dummy Failure of all monitors will be {words}.")
+        elif changed:
+            self.alerts.emit("rm", 180 if on else 181, Level.WARNING if on else Level.INFO,
+                             f"Dummy Failure of monitor resource {name} is {words}.")
+        return self._done(changed, f"dummy failure {'on' if on else 'off'}", name)
+
+    def clear(self, name=None):
+        """Reset the recovery counters (clpmonctrl -c)."""
+        runners = self._select(name)
+        for runner in runners:
+            self.escalations[runner.name].reset()
+            self._end_sequence(runner.config)
+        self._changed()
+        return self._done(runners, "recovery counters cleared", name)
+
+    def set_recovery(self, on):
+        """The cluster-wide switch (applied on each server): recovery actions on or off."""
+        if self.recovery_enabled is not on:
+            self.recovery_enabled = on
+            if on:
+                self.alerts.emit("rm", 191, Level.INFO, "Recovery action caused by monitor resource error is enabled.")
+            else:
+                self.alerts.emit("rm", 190, Level.WARNING,
+                                 "Recovery action caused by monitor resource error is disabled.")
+            self._changed()
+        return {"message": f"recovery actions of monitors {'enabled' if on else 'disabled'} on {self.local}"}
+
+    # -- status --------------------------------------------------------------------
+
+    def report(self):
+        """{"monitors": {name: status dict}, "monitor_recovery": bool}: this server's part of
+        the state report and of the status payload."""
+        monitors = {}
+        for name, runner in self.runners.items():
+            entry = runner.status()
+            entry.update(self.escalations[name].counters())
+            entry["recovering"] = name in self._acting
+            monitors[name] = entry
+        for name, why in self.broken.items():
+            monitors[name] = {"status": MonitorState.ERROR.value, "error": why, "duration": None}
+        return {"monitors": monitors, "monitor_recovery": self.recovery_enabled}
