@@ -28,6 +28,8 @@ class Options(usage.Options):
     ]
     optFlags = [
         ["no-autostart", None, "do not start the cluster service at launch (start it with clpcl -s)"],
+        ["after-crash", None, "the previous daemon crashed: clean up after it and rejoin without "
+                              "auto-starting groups (cpro-supervise adds it when it restarts the daemon)"],
     ]
 
     def postOptions(self):
@@ -79,7 +81,7 @@ def makeService(options):
             _die(exitcodes.PERMISSION_DENIED, f"admin socket directory {sock_dir}: permission denied")
 
     node = ClusterNode(reactor, config, options["server"], state_dir, admin,
-                       autostart=not options["no-autostart"])
+                       autostart=not options["no-autostart"], after_crash=bool(options["after-crash"]))
     try:
         node.bind()
     except exitcodes.StartupError as e:

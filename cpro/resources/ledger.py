@@ -348,8 +348,9 @@ def cleanup_leftovers(reactor, ledger, removers=None, grace=2.0, poll=0.05, remo
 
     Process groups (kind L{PROCESS_GROUP}) get SIGTERM, then SIGKILL after
     grace seconds, only while L{group_is_ours}. Every other kind goes to
-    removers[kind](value), which returns a Deferred firing True (removed)
-    or False (was not there), within remove_timeout seconds.
+    removers[kind](value), which returns a Deferred firing True or a
+    non-empty list (removed: e.g. the interfaces it was on) or False or an
+    empty list (was not there), within remove_timeout seconds.
 
     @return: Deferred firing a L{CleanupReport}; it never fails.
     """
@@ -428,17 +429,19 @@ def _remove(reactor, entry, remover, timeout, report):
     except Exception as e:
         report.failed.append(f"{entry.describe()} ({e or type(e).__name__})")
         return
-    if removed is False:
+    if removed is False or (isinstance(removed, (list, tuple)) and not removed):
         report.skipped.append(f"{entry.describe()} (was not there)")
     else:
         report.removed.append(entry.describe())
 
 
 def default_removers(reactor):
-    """kind -> remover for L{cleanup_leftovers}: addresses through the fip resource's module."""
-    try:
-        from cpro.resources import fip
-    except ImportError:
-        return {}
-    remove_address = getattr(fip, "remove_address", None)
-    return {ADDRESS: remove_address} if remove_address is not None else {}
+    """kind -> remover for L{cleanup_leftovers}: addresses through the fip resource's module
+    (netlink in the reactor's thread pool). Imported only when an address is left."""
+
+    def remove_address(ip):
+        from cpro.resources.fip import remove_address
+
+        return remove_address(ip, reactor)
+
+    return {ADDRESS: remove_address}

@@ -16,16 +16,17 @@ from twisted.internet import defer, error
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from cpro import exitcodes
+from cpro import crashnote, exitcodes
 from cpro.cluster.controller import ClusterController, OperationError
 from cpro.cluster.group import LocalGroup
 from cpro.cluster.membership import Membership
 from cpro.cluster.operations import OperatorRequests
-from cpro.cluster.states import ClusterServiceState
+from cpro.cluster.states import ClusterServiceState, Level
 from cpro.cluster.status import cluster_status
 from cpro.protocols import admin as admin_protocol
 from cpro.protocols.heartbeat import StateDigest, new_incarnation
 from cpro.resources.exec import ExecResource
+from cpro.resources.ledger import LEDGER_NAME, Ledger, cleanup_leftovers, default_removers
 from cpro.services.alerts import AlertBindError, AlertLog
 from cpro.services.heartbeat import HeartbeatBindError, HeartbeatService
 from cpro.services.internal import InternalService
@@ -99,7 +100,7 @@ class AdminHandler:
 
 
 class ClusterNode(service.MultiService):
-    def __init__(self, reactor, config, local, state_dir, admin_endpoint, autostart=True):
+    def __init__(self, reactor, config, local, state_dir, admin_endpoint, autostart=True, after_crash=False):
         super().__init__()
         self.reactor = reactor
         self.config = config
@@ -107,6 +108,7 @@ class ClusterNode(service.MultiService):
         self.state_dir = state_dir
         self.admin_endpoint = admin_endpoint
         self.autostart = autostart
+        self.after_crash = after_crash  # rejoin without auto-starting groups (see recover_from_crash)
         self.exit_code = None
         self.incarnation = new_incarnation(time.time())
         token = str(self.incarnation)
@@ -117,11 +119,19 @@ class ClusterNode(service.MultiService):
         # and stops last so that the shutdown is still recorded.
         self.alerts = AlertLog(reactor, config, local, log_dir, token)
         self.os_actions = OSActions(reactor, config.os_actions, self.alerts, local)
+        # What the resources hold while active: if this daemon crashes, the
+        # next one removes it before the peers hear of it (resources/ledger.py).
+        self.ledger = Ledger(os.path.join(state_dir, LEDGER_NAME))
+        self.removers = default_removers(reactor)
+        self._recovery = None
+        self._stopping = False
 
         groups = {}
         for g in config.groups:
             rcfgs = {n: config.resource(n) for n in g.resources}
             resources = {n: RESOURCE_TYPES[r.type](reactor, r, log_dir) for n, r in rcfgs.items()}
+            for resource in resources.values():
+                resource.ledger = self.ledger
             groups[g.name] = LocalGroup(g, rcfgs, resources, local, self.alerts,
                                         lambda: self.controller.notify_changed())
         self.controller = ClusterController(reactor, config, local, groups, None, self.alerts,
@@ -174,10 +184,54 @@ class ClusterNode(service.MultiService):
             raise _bind_error(e, f"admin endpoint {self.admin_endpoint}: {e}") from e
 
     def startService(self):
+        # The leftovers of a crashed predecessor go first: the children start
+        # the heartbeats and internal links that tell the peers about this
+        # incarnation, and a peer that fails over on hearing of it must not
+        # find our old address still up.
+        self._recovery = self.recover_from_crash()
+        self._recovery.addCallback(lambda _: self._start_services())
+        self._recovery.addErrback(self._fatal)
+
+    def _start_services(self):
+        if self._stopping:
+            return None
         super().startService()
         d = self.listen_admin()
         d.addCallback(lambda _: self.controller.start_service() if self.autostart else None)
         d.addErrback(self._fatal)
+        return d
+
+    @defer.inlineCallbacks
+    def recover_from_crash(self):
+        """Report a crash of the previous daemon, remove what it left (ledger)
+        and, if it crashed or did not stop cleanly, make this incarnation
+        rejoin without auto-starting groups (the peers have failed them over,
+        or the operator decides). Never fails."""
+        had_leftovers = bool(self.ledger.leftovers())
+        self.ledger.claim()  # the supervisor reads our pid in it: we got this far
+        notes = crashnote.take_notes(self.state_dir)
+        for note in notes:
+            self.alerts.emit("pm", 20, Level.ERROR, crashnote.describe(note))
+        report = yield cleanup_leftovers(self.reactor, self.ledger, self.removers)
+        if report.found or report.stale:
+            level = Level.ERROR if report.failed else (Level.WARNING if report.found else Level.INFO)
+            self.alerts.emit("pm", 21, level,
+                             f"Cleaned up after the previous cluster daemon on {self.local}: {report.summary()}.")
+        if self.after_crash or any(crashnote.same_boot(n, self.ledger.boot) for n in notes):
+            self.controller.skip_auto_start_once("the previous cluster daemon ended abnormally")
+        elif had_leftovers:
+            self.controller.skip_auto_start_once("the previous cluster daemon did not stop cleanly")
+        return report
+
+    def _when_recovered(self):
+        d = defer.Deferred()
+
+        def fire(result):
+            d.callback(None)
+            return result
+
+        self._recovery.addBoth(fire)
+        return d
 
     def _fatal(self, failure):
         err = failure.value
@@ -199,6 +253,13 @@ class ClusterNode(service.MultiService):
 
     @defer.inlineCallbacks
     def stopService(self):
+        self._stopping = True
+        if self._recovery is not None and not self.running:
+            yield self._when_recovered()
+        if not self.running:  # stopped during the clean-up: the services never started
+            if self.alerts.running:
+                yield self.alerts.stopService()
+            return
         if self.controller.service not in (ClusterServiceState.STOPPED,):
             try:
                 yield self.controller.stop_service(move_groups=True)
