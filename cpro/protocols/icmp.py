@@ -1,0 +1,61 @@
+"""ICMP / ICMPv6 echo messages: bytes <-> (identifier, sequence), for the fip ping check.
+
+Messages are what a raw ICMP socket sends and receives: an IPv4 raw socket
+hands received packets over with their IP header, an ICMPv6 raw socket
+without it (and fills in the ICMPv6 checksum itself on sending). Nothing here
+does I/O; the parsers return None for anything that is not an intact echo
+reply.
+"""
+
+import struct
+
+ICMP_ECHO_REPLY = 0
+ICMP_ECHO_REQUEST = 8
+ICMPV6_ECHO_REQUEST = 128
+ICMPV6_ECHO_REPLY = 129
+
+_ECHO = struct.Struct("!BBHHH")  # type, code, checksum, identifier, sequence
+
+
+def internet_checksum(data):
+    """RFC 1071 ones'-complement checksum."""
+    if len(data) % 2:
+        data += b"\x00"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def echo_request(identifier, sequence, payload=b"", v6=False):
+    """One echo request; the IPv6 checksum is left 0 for the kernel to fill in."""
+    if v6:
+        return _ECHO.pack(ICMPV6_ECHO_REQUEST, 0, 0, identifier, sequence) + payload
+    message = _ECHO.pack(ICMP_ECHO_REQUEST, 0, 0, identifier, sequence) + payload
+    return message[:2] + struct.pack("!H", internet_checksum(message)) + message[4:]
+
+
+def parse_echo_reply_v4(packet):
+    """IPv4 packet (with header) -> (identifier, sequence) of an echo reply, else None."""
+    if len(packet) < 20 or packet[0] >> 4 != 4:
+        return None
+    header_len = (packet[0] & 0x0F) * 4
+    if header_len < 20 or packet[9] != 1:  # protocol ICMP
+        return None
+    message = packet[header_len:]
+    if len(message) < _ECHO.size or internet_checksum(message) != 0:
+        return None
+    kind, code, _, identifier, sequence = _ECHO.unpack_from(message)
+    if kind != ICMP_ECHO_REPLY or code != 0:
+        return None
+    return identifier, sequence
+
+
+def parse_echo_reply_v6(message):
+    """ICMPv6 message (no IP header; the kernel checked the checksum) -> (identifier, sequence), else None."""
+    if len(message) < _ECHO.size:
+        return None
+    kind, code, _, identifier, sequence = _ECHO.unpack_from(message)
+    if kind != ICMPV6_ECHO_REPLY or code != 0:
+        return None
+    return identifier, sequence
