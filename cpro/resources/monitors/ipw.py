@@ -338,8 +338,10 @@ class IcmpPinger:
         ping.calls = []
 
     def _lost(self, reader):
+        # The reactor dropped the reader (at shutdown): the next ping opens a new socket.
         if self._readers.get(reader.family) is reader:
             del self._readers[reader.family]
+        reader.sock.close()
 
 _shared_pingers = weakref.WeakKeyDictionary()
 
