@@ -216,6 +216,7 @@ class FakeMonitor:
     Each check takes the next item of .results (then .default, normal):
       - a CheckResult: answered at once;
       - an Exception instance: the check fails with it;
+      - a Deferred: returned as it is (the test fires it);
       - ("after", seconds, item): answered after seconds on .clock;
       - "hang": never answers (the engine's timeout cancels it).
     Cancelling a check counts in .cancelled (a type kills its processes there).
@@ -257,6 +258,8 @@ class FakeMonitor:
     def _answer(self, item):
         if isinstance(item, CheckResult):
             return defer.succeed(item)
+        if isinstance(item, defer.Deferred):
+            return item
         if isinstance(item, BaseException):
             return defer.fail(item)
         if item == "hang":

@@ -25,9 +25,22 @@ class OperatorRequests:
             return [name]
         return [g.name for g in sorted(c.config.groups, key=lambda g: g.gid)]
 
-    def _refuse_during_recovery(self, groups, what):
-        for g in groups:
-            self.controller.refuse_during_recovery(g, f"{what} group {g}")
+    def _recovering(self, name, what, messages):
+        """Groups to act on: a named group under recovery is refused; when
+        acting on every group, those under recovery are skipped (and said so)."""
+        c = self.controller
+        if name:
+            names = self._group_names(name)
+            c.refuse_during_recovery(name, f"{what} group {name}")
+            return names
+        out = []
+        for g in self._group_names(None):
+            found = c.recovery_in_progress(g)
+            if found is None:
+                out.append(g)
+            else:
+                messages.append(f"group {g} skipped: monitor {found[1]} is recovering it on {found[0]}")
+        return out
 
     @defer.inlineCallbacks
     def group_start(self, name=None, server=None):
@@ -35,8 +48,7 @@ class OperatorRequests:
         c.require_running()
         c.check_server(server)
         messages = []
-        self._refuse_during_recovery(self._group_names(name), "start")
-        for g in self._group_names(name):
+        for g in self._recovering(name, "start", messages):
             holders = c.holders_of(g)
             if holders:
                 if name:
@@ -55,8 +67,7 @@ class OperatorRequests:
         c = self.controller
         c.check_server(server)
         messages = []
-        self._refuse_during_recovery(self._group_names(name), "stop")
-        for g in self._group_names(name):
+        for g in self._recovering(name, "stop", messages):
             holders = c.holders_of(g)
             if server:
                 holders = [h for h in holders if h == server]
@@ -77,7 +88,7 @@ class OperatorRequests:
         if not name:
             raise OperationError("group move needs a group name")
         c.group(name)
-        self._refuse_during_recovery([name], "move")
+        c.refuse_during_recovery(name, f"move group {name}")
         holders = c.holders_of(name)
         if not holders:
             raise OperationError(f"group {name} is not active")

@@ -42,6 +42,7 @@ from cpro.resources.process import DEFAULT_PATH, run_command
 log = Logger()
 
 LAG_INTERVAL = 1.0  # s between reactor-lag samples
+REPORT_ERROR_CHARS = 200  # of a monitor's last error in the state report
 
 # Alert ids (module rm) of the script before each step: started, completed, failed.
 _SCRIPT_ALERTS = {
@@ -484,7 +485,7 @@ class MonitorService(service.Service):
         elif changed:
             self.alerts.emit("rm", 180 if on else 181, Level.WARNING if on else Level.INFO,
                              f"Dummy Failure of monitor resource {name} is {words}.")
-        return self._done(changed, f"dummy failure {'on' if on else 'off'}", name)
+        return self._done(changed, f"dummy failure {words}", name)
 
     def clear(self, name=None):
         """Reset the recovery counters (clpmonctrl -c)."""
@@ -514,10 +515,17 @@ class MonitorService(service.Service):
         the state report and of the status payload."""
         monitors = {}
         for name, runner in self.runners.items():
-            entry = runner.status()
+            status = runner.status()
+            duration = status["duration"]
+            entry = {"status": status["status"],
+                     "duration": round(duration, 6) if duration is not None else None,
+                     # Bounded: the report travels in one internal message (<60 KB).
+                     "error": status["error"][:REPORT_ERROR_CHARS],
+                     "retries": status["retries"], "suspended": status["suspended"], "dummy": status["dummy"]}
             entry.update(self.escalations[name].counters())
             entry["recovering"] = name in self._acting
             monitors[name] = entry
         for name, why in self.broken.items():
-            monitors[name] = {"status": MonitorState.ERROR.value, "error": why, "duration": None}
+            monitors[name] = {"status": MonitorState.ERROR.value, "error": why[:REPORT_ERROR_CHARS],
+                              "duration": None}
         return {"monitors": monitors, "monitor_recovery": self.recovery_enabled}

@@ -1,0 +1,301 @@
+"""MonitorRunner: the schedule of one monitor (first wait, interval, retries,
+timeout, delay warning), its states and alerts, suspend/resume, dummy failure."""
+
+from twisted.internet import defer, task
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
+
+from cpro.cluster.monitoring import BY_CLUSTER, MonitorRunner
+from cpro.cluster.states import MonitorState
+from cpro.interfaces import IMonitor
+from cpro.resources.monitors.base import CheckResult, CheckStatus
+from cpro.testing import FakeAlerts, FakeMonitor, make_monitor
+
+OK = CheckResult.normal()
+BAD = CheckResult.error("service is down")
+
+
+class Harness:
+    def __init__(self, results=(), **kw):
+        kw.setdefault("interval", 10.0)
+        kw.setdefault("timeout", 5.0)
+        self.clock = task.Clock()
+        self.config = make_monitor(**kw)
+        self.monitor = FakeMonitor(self.clock, self.config, results=results)
+        self.alerts = FakeAlerts()
+        self.errors = []  # (CheckResult, timed_out)
+        self.normals = 0
+        self.changes = 0
+        self.recovery = None  # a Deferred on_error returns, when set
+        self.runner = MonitorRunner(self.clock, self.config, self.monitor, self.alerts,
+                                    on_error=self._error, on_normal=self._normal, on_change=self._changed)
+
+    def _error(self, runner, result, timed_out):
+        self.errors.append((result, timed_out))
+        return self.recovery
+
+    def _normal(self, runner):
+        self.normals += 1
+
+    def _changed(self):
+        self.changes += 1
+
+    def rm(self):
+        return self.alerts.ids("rm")
+
+
+class RunnerTestCase(SynchronousTestCase):
+    def harness(self, results=(), **kw):
+        h = Harness(results, **kw)
+        self.addCleanup(self._no_leftovers, h)
+        return h
+
+    def _no_leftovers(self, h):
+        h.runner.stop()
+        self.assertEqual(h.clock.getDelayedCalls(), [])
+
+
+class FakeMonitorTests(SynchronousTestCase):
+    def test_fake_monitor_provides_imonitor(self):
+        verifyObject(IMonitor, FakeMonitor(task.Clock(), make_monitor()))
+
+    def test_scripted_answers(self):
+        clock = task.Clock()
+        m = FakeMonitor(clock, make_monitor(), results=[BAD, ValueError("boom"), ("after", 2, OK)])
+        self.assertEqual(self.successResultOf(m.check()), BAD)
+        self.assertEqual(str(self.failureResultOf(m.check(), ValueError).value), "boom")
+        d = m.check()
+        self.assertNoResult(d)
+        clock.advance(2)
+        self.assertEqual(self.successResultOf(d), OK)
+        self.assertEqual(self.successResultOf(m.check()), OK)  # the default
+
+
+class ScheduleTests(RunnerTestCase):
+    def test_first_wait_then_interval(self):
+        h = self.harness(first_wait=30.0)
+        h.runner.start()
+        self.assertEqual(h.runner.state, MonitorState.UNKNOWN)
+        self.assertEqual(h.rm(), [1])
+        self.assertEqual(h.monitor.starts, 1)
+        h.clock.advance(29.9)
+        self.assertEqual(h.monitor.checks, 0)
+        h.clock.advance(0.1)
+        self.assertEqual(h.monitor.checks, 1)
+        self.assertEqual(h.runner.state, MonitorState.NORMAL)
+        h.clock.advance(9.9)
+        self.assertEqual(h.monitor.checks, 1)
+        h.clock.advance(0.1)
+        self.assertEqual(h.monitor.checks, 2)
+
+    def test_interval_counts_from_the_end_of_a_check(self):
+        h = self.harness([("after", 3, OK)])
+        h.runner.start()
+        h.clock.advance(0)
+        self.assertEqual(h.monitor.checks, 1)
+        h.clock.advance(3)
+        self.assertEqual(h.runner.last_duration, 3)
+        h.clock.advance(9.9)
+        self.assertEqual(h.monitor.checks, 1)
+        h.clock.advance(0.1)
+        self.assertEqual(h.monitor.checks, 2)
+
+    def test_error_confirmed_after_retries(self):
+        h = self.harness([BAD, BAD, OK, BAD, BAD, BAD], retry=2)
+        h.runner.start()
+        h.clock.advance(0)
+        h.clock.advance(10)
+        self.assertEqual(h.runner.state, MonitorState.UNKNOWN)  # two errors of three: not yet
+        self.assertEqual(h.runner.consecutive_errors, 2)
+        h.clock.advance(10)  # normal: the count starts again
+        self.assertEqual(h.runner.consecutive_errors, 0)
+        h.clock.advance(10)
+        h.clock.advance(10)
+        self.assertEqual(h.errors, [])
+        h.clock.advance(10)
+        self.assertEqual(len(h.errors), 1)
+        self.assertEqual(h.runner.state, MonitorState.ERROR)
+        self.assertEqual(h.runner.last_error, "service is down")
+        self.assertIn(9, h.rm())
+        self.assertIn("service is down", h.alerts.messages()[-1])
+
+    def test_persistent_errors_report_again_after_each_retry_round(self):
+        h = self.harness([BAD] * 4, retry=1)
+        h.runner.start()
+        for _ in range(4):
+            h.clock.advance(10)
+        self.assertEqual(len(h.errors), 2)
+        self.assertEqual(h.rm().count(9), 1)  # the transition is alerted once
+
+    def test_next_check_waits_for_the_recovery_step(self):
+        h = self.harness([BAD, OK])
+        h.recovery = defer.Deferred()
+        h.runner.start()
+        h.clock.advance(0)
+        self.assertEqual(len(h.errors), 1)
+        h.clock.advance(100)
+        self.assertEqual(h.monitor.checks, 1)
+        h.recovery.callback(None)
+        h.clock.advance(10)
+        self.assertEqual(h.monitor.checks, 2)
+        self.assertEqual(h.runner.state, MonitorState.NORMAL)
+
+    def test_back_to_normal_alerts_and_calls_on_normal(self):
+        h = self.harness([BAD, OK])
+        h.runner.start()
+        h.clock.advance(0)
+        normals = h.normals
+        h.clock.advance(10)
+        self.assertEqual(h.normals, normals + 1)
+        self.assertEqual(h.rm()[-1], 26)
+
+    def test_warning_and_back(self):
+        h = self.harness([CheckResult.warning("disk 91% full"), OK])
+        h.runner.start()
+        h.clock.advance(0)
+        self.assertEqual(h.runner.state, MonitorState.WARNING)
+        self.assertEqual(h.rm()[-1], 4)
+        self.assertEqual(h.errors, [])
+        h.clock.advance(10)
+        self.assertEqual(h.rm()[-1], 49)
+
+    def test_a_failing_check_is_an_error_with_its_message(self):
+        h = self.harness([OSError("cannot read /dev/sdb")])
+        h.runner.start()
+        h.clock.advance(0)
+        self.assertEqual(h.errors[0][0].status, CheckStatus.ERROR)
+        self.assertEqual(h.runner.last_error, "cannot read /dev/sdb")
+
+    def test_start_failure_is_alerted_and_checks_go_on(self):
+        h = self.harness()
+        h.monitor.fail_start = OSError("no such device")
+        h.runner.start()
+        self.assertIn(7, h.rm())
+        h.clock.advance(0)
+        self.assertEqual(h.monitor.checks, 1)
+
+
+class TimeoutTests(RunnerTestCase):
+    def test_overrun_check_is_cancelled_and_confirmed_at_once_without_timeout_retry(self):
+        h = self.harness(["hang"], retry=3, timeout_retry=False)
+        h.runner.start()
+        h.clock.advance(0)
+        h.clock.advance(4.9)
+        self.assertEqual(h.monitor.cancelled, 0)
+        h.clock.advance(0.1)
+        self.assertEqual(h.monitor.cancelled, 1)
+        self.assertEqual(len(h.errors), 1)
+        result, timed_out = h.errors[0]
+        self.assertTrue(timed_out)
+        self.assertEqual(result.message, "Timeout (5 s)")
+        self.assertEqual(h.runner.last_duration, 5)
+        self.assertEqual(h.runner.state, MonitorState.ERROR)
+        self.assertNotIn(71, h.rm())  # a timeout is not also a delay
+
+    def test_timeout_retry_uses_the_retry_count(self):
+        h = self.harness(["hang", "hang"], retry=1, timeout_retry=True)
+        h.runner.start()
+        h.clock.advance(0)
+        h.clock.advance(5)
+        self.assertEqual(h.errors, [])
+        h.clock.advance(10)
+        h.clock.advance(5)
+        self.assertEqual(len(h.errors), 1)
+        self.assertTrue(h.errors[0][1])
+
+    def test_late_answer_after_cancel_is_still_a_timeout(self):
+        late = defer.Deferred(lambda d: d.callback(OK))  # a type whose cancel answers "normal"
+        h = self.harness([late])
+        h.runner.start()
+        h.clock.advance(0)
+        h.clock.advance(5)
+        self.assertTrue(h.errors[0][1])
+
+
+class DelayWarningTests(RunnerTestCase):
+    def run_check(self, ratio, seconds):
+        h = self.harness([("after", seconds, OK)], timeout=10.0, delay_warning=ratio)
+        h.runner.start()
+        h.clock.advance(0)
+        h.clock.advance(seconds)
+        return h
+
+    def test_default_ratio_80(self):
+        self.assertNotIn(71, self.run_check(80, 7.9).rm())
+        h = self.run_check(80, 8.0)
+        self.assertIn(71, h.rm())
+        self.assertEqual(h.runner.state, MonitorState.NORMAL)  # a warning alert, not a state
+
+    def test_zero_warns_on_every_check(self):
+        self.assertIn(71, self.run_check(0, 0).rm())
+
+    def test_hundred_never_warns(self):
+        self.assertNotIn(71, self.run_check(100, 9.99).rm())
+
+
+class SuspendTests(RunnerTestCase):
+    def test_suspend_cancels_the_check_and_resume_checks_at_once(self):
+        h = self.harness(["hang"])
+        h.runner.start()
+        h.clock.advance(0)
+        self.assertTrue(h.runner.suspend())
+        self.assertEqual(h.monitor.cancelled, 1)
+        self.assertEqual(h.monitor.stops, 1)
+        self.assertEqual(h.runner.state, MonitorState.SUSPENDED)
+        self.assertEqual(h.rm()[-1], 29)
+        self.assertEqual(h.errors, [])
+        h.clock.advance(100)
+        self.assertEqual(h.monitor.checks, 1)
+        self.assertEqual(h.clock.getDelayedCalls(), [])
+        self.assertFalse(h.runner.suspend())  # already suspended
+        self.assertTrue(h.runner.resume())
+        self.assertEqual(h.rm()[-1], 30)
+        self.assertEqual(h.runner.state, MonitorState.UNKNOWN)
+        h.clock.advance(0)
+        self.assertEqual(h.monitor.checks, 2)
+        self.assertEqual(h.runner.state, MonitorState.NORMAL)
+
+    def test_operator_suspension_survives_a_restart_and_the_cluster_hold(self):
+        h = self.harness()
+        h.runner.suspend()  # before it runs
+        h.runner.start()
+        self.assertEqual(h.runner.state, MonitorState.SUSPENDED)
+        h.runner.suspend(BY_CLUSTER, alert=False)
+        h.runner.resume(BY_CLUSTER, alert=False)
+        self.assertEqual(h.runner.state, MonitorState.SUSPENDED)
+        h.clock.advance(100)
+        self.assertEqual(h.monitor.checks, 0)
+        h.runner.resume()
+        h.clock.advance(0)
+        self.assertEqual(h.monitor.checks, 1)
+
+    def test_stop_cancels_everything(self):
+        h = self.harness(["hang"])
+        h.runner.start()
+        h.clock.advance(0)
+        d = h.runner.stop()
+        self.successResultOf(d)
+        self.assertEqual(h.runner.state, MonitorState.STOPPED)
+        self.assertEqual(h.rm()[-1], 2)
+        self.assertEqual(h.monitor.cancelled, 1)
+        self.assertEqual(h.clock.getDelayedCalls(), [])
+        self.assertEqual(h.errors, [])
+
+
+class DummyFailureTests(RunnerTestCase):
+    def test_dummy_failure_reports_errors_without_checking(self):
+        h = self.harness()
+        h.runner.start()
+        h.clock.advance(0)
+        self.assertTrue(h.runner.set_dummy(True))
+        self.assertFalse(h.runner.set_dummy(True))
+        h.clock.advance(10)
+        self.assertEqual(h.monitor.checks, 1)
+        self.assertEqual(h.runner.state, MonitorState.ERROR)
+        self.assertEqual(h.runner.last_error, "dummy failure")
+        self.assertEqual(len(h.errors), 1)
+        self.assertEqual(h.runner.status()["dummy"], True)
+        h.runner.set_dummy(False)
+        h.clock.advance(10)
+        self.assertEqual(h.monitor.checks, 2)
+        self.assertEqual(h.runner.state, MonitorState.NORMAL)
