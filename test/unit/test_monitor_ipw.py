@@ -36,7 +36,7 @@ IDENT = 0x1234
 
 
 def monitor(addresses, pinger, clock=None, timeout=2.0):
-    config = make_monitor_config("ipw", {"list": list(addresses)}, timeout=timeout)
+    config = make_monitor_config("ipw", {"addresses": list(addresses)}, timeout=timeout)
     return IcmpMonitor(clock or reactor, config, config.params, make_environment(), pinger=pinger)
 
 
@@ -132,7 +132,7 @@ class FakeSocketTests(unittest.SynchronousTestCase):
         self.net.deliver(self.clock, socket.AF_INET, ipv4_reply(packet, "127.0.0.9"), "127.0.0.9")
         result = self.successResultOf(d)
         self.assertEqual((result.status, result.message), (CheckStatus.NORMAL, "127.0.0.9 replied in 4.0 ms"))
-        self.assertEqual(m.describe(), {"list": ["127.0.0.9"], "last_replied": "127.0.0.9"})
+        self.assertEqual(m.describe(), {"addresses": ["127.0.0.9"], "last_replied": "127.0.0.9"})
         self.assertNothingPending()
 
     def test_silence_resends_then_errors_after_the_reply_wait(self):

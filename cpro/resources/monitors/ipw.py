@@ -1,4 +1,4 @@
-"""ipw: at least one of the addresses in params['list'] answers ICMP echo.
+"""ipw: at least one of the addresses in params['addresses'] answers ICMP echo.
 
 Every address is pinged at once; the check is Normal on the first reply and an
 error only when all of them fail (no reply within the reply wait, destination
@@ -355,7 +355,7 @@ def shared_pinger(reactor):
 
 
 def parse_addresses(entries):
-    """params['list'] entries (strings, or dicts with 'ip') -> (addresses, problems)."""
+    """params['addresses'] entries (strings, or dicts with 'ip') -> (addresses, problems)."""
     addresses, problems = [], []
     for entry in entries or ():
         text = entry.get("ip") if isinstance(entry, dict) else entry
@@ -373,7 +373,7 @@ class IcmpMonitor:
 
     def __init__(self, reactor, config, params, env, pinger=None):
         self.name = config.name
-        self._addresses, self._problems = parse_addresses(params.get("list"))
+        self._addresses, self._problems = parse_addresses(params.get("addresses"))
         self._wait = max(0.1, min(config.timeout / 2.0, MAX_REPLY_WAIT))
         self._pinger = pinger if pinger is not None else shared_pinger(reactor)
         self._using = False
@@ -395,7 +395,7 @@ class IcmpMonitor:
         return None
 
     def describe(self):
-        return {"list": [str(a) for a in self._addresses], "last_replied": self._last_replied}
+        return {"addresses": [str(a) for a in self._addresses], "last_replied": self._last_replied}
 
     def check(self):
         if not self._addresses:
