@@ -82,7 +82,9 @@ class PacketLink:
                 log.warn("packet socket on {interface}: {error}", interface=self.interface_name, error=e)
                 return
             if len(address) > 2 and address[2] == PACKET_OUTGOING:
-                continue  # our own transmissions, looped back to packet sockets
+                # Our own transmissions. The kernel hands outgoing frames only to
+                # ETH_P_ALL sockets, so this is a guard, not the usual path.
+                continue
             try:
                 self._on_frame(frame)
             except Exception:
