@@ -470,7 +470,8 @@ class ClusterController:
         holders = self.holders()
         for name, group in self.groups.items():
             cfg = self.groups_by_name[name]
-            if not cfg.failback_auto or group.state is not GroupState.ONLINE or name in self._busy:
+            if not cfg.failback_auto or group.state is not GroupState.ONLINE or name in self._busy \
+                    or name in self._recovering:  # a monitor's recovery decides where it goes
                 continue
             target = placement.failback_target(cfg, self.local, eligible, holders, self.groups_by_name)
             if target is not None:

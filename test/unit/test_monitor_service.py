@@ -563,3 +563,17 @@ class LocalServerRecoveryTests(ServiceTestCase):
         self.assertEqual(c.os.actions, [])  # not before the groups have moved
         self.assertEqual(c.answer_peer_call()[:2], ("srv2", "group_start_local"))  # failover1 moves to srv2
         self.assertEqual(c.os.actions, [("reboot", "final action of monitor mon1")])
+
+
+class FailbackTests(ServiceTestCase):
+    def test_no_failback_while_a_recovery_sequence_runs(self):
+        groups = [{"name": "failover1", "resources": ["exec1"], "policy": ("srv2", "srv1"), "failback_auto": True}]
+        c = self.cluster([make_monitor(restart_threshold=2)], results={"mon1": [BAD]}, groups=groups,
+                         up=()).start()
+        c.clock.advance(30)  # alone: srv1 starts failover1 although srv2 is its home
+        self.assertEqual(c.group_state(), GroupState.ONLINE)
+        self.assertEqual(c.rm().count(13), 1)  # reactivated: the sequence runs
+        c.membership.up.add("srv2")
+        c.controller.peer_report("srv2", peer_report())
+        self.assertEqual(c.group_state(), GroupState.ONLINE)  # not moved home under the monitor's feet
+        self.assertEqual(c.peers.calls, [])
