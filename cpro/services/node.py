@@ -26,6 +26,7 @@ from cpro.cluster.status import cluster_status
 from cpro.protocols import admin as admin_protocol
 from cpro.protocols.heartbeat import StateDigest, new_incarnation
 from cpro.resources.exec import ExecResource
+from cpro.resources.fip import FipResource
 from cpro.resources.ledger import LEDGER_NAME, Ledger, cleanup_leftovers, default_removers
 from cpro.services.alerts import AlertBindError, AlertLog
 from cpro.services.heartbeat import HeartbeatBindError, HeartbeatService
@@ -35,7 +36,7 @@ from cpro.services.osactions import OSActions
 
 log = Logger()
 
-RESOURCE_TYPES = {"exec": ExecResource}
+RESOURCE_TYPES = {"exec": ExecResource, "fip": FipResource}
 
 
 class _MembershipEvents:
