@@ -13,7 +13,11 @@ timeout, something outside the daemon resets the server.
   cluster's OS action command (reboot) when not fed.
 
 Both follow the kernel's rule: closing without the clean-stop sign (the
-daemon crashed or was killed) leaves the watchdog armed, and it fires.
+daemon crashed or was killed) leaves the watchdog armed, and it fires
+unless a restarted daemon takes over in time. A restarted daemon reopens
+the one kernel device; a keeper is found through its pid file (pid and
+kernel start time), stopped with SIGTERM (no action) and replaced by the
+new daemon's own keeper.
 """
 
 import fcntl
@@ -28,6 +32,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from zope.interface import Attribute, Interface, implementer
 
+from cpro.resources.process import read_proc_stat
 from cpro.services import watchdog_keeper
 
 log = Logger()
@@ -148,12 +153,14 @@ class KeeperWatchdog:
 
     @param action_argv: the command the keeper runs when not fed (argv list).
     @param log_path: file for the keeper's messages (appended); None discards them.
+    @param pid_path: file naming the running keeper, so that the next daemon
+        (after a crash) can replace it; None: no take-over.
     """
 
     kind = "keeper"
 
     def __init__(self, reactor, timeout, action_argv, action_name="reboot", log_path=None,
-                 python=sys.executable):
+                 pid_path=None, python=sys.executable):
         if not action_argv:
             raise ValueError("the keeper needs an action command")
         self._reactor = reactor
@@ -161,6 +168,7 @@ class KeeperWatchdog:
         self._argv = tuple(action_argv)
         self._action = action_name
         self._log_path = log_path
+        self._pid_path = pid_path
         self._python = python
         self._transport = None
         self._stopping = False
@@ -186,6 +194,7 @@ class KeeperWatchdog:
         if self._stopping and self.exit is None:
             # The previous keeper is still exiting: start the next one after it.
             return self.stop().addCallback(lambda _: self.start())
+        self._replace_previous()
         out = self._open_log()
         try:
             proto = _KeeperProtocol(self)
@@ -201,10 +210,51 @@ class KeeperWatchdog:
         self.pid = self._transport.pid
         self.exit = None
         self._stopping = False
+        self._write_pid_file()
         log.info("watchdog keeper started as pid {pid} (timeout {t} s, action {a})",
                  pid=self.pid, t=self.timeout, a=self._action)
         self.feed()
         return defer.succeed(None)
+
+    def _replace_previous(self):
+        """SIGTERM (stop, no action) the keeper a crashed predecessor left running."""
+        if self._pid_path is None:
+            return
+        try:
+            with open(self._pid_path) as f:
+                pid, start = (int(field) for field in f.read().split())
+        except (OSError, ValueError):
+            return  # none, or unreadable: nothing we could safely signal
+        stat = read_proc_stat(pid)
+        if stat is None or stat[1] != start or stat[0] == "Z":
+            return  # gone (its pid may belong to another process by now)
+        log.warn("stopping the watchdog keeper {pid} left by a previous daemon", pid=pid)
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except OSError:
+            pass
+
+    def _write_pid_file(self):
+        if self._pid_path is None:
+            return
+        stat = read_proc_stat(self.pid)
+        try:
+            with open(self._pid_path, "w") as f:
+                f.write(f"{self.pid} {stat[1] if stat else 0}\n")
+        except OSError as e:
+            log.warn("cannot write {path} ({err}): a restarted daemon will not find this keeper",
+                     path=self._pid_path, err=e)
+
+    def _remove_pid_file(self):
+        if self._pid_path is None:
+            return
+        try:
+            with open(self._pid_path) as f:
+                mine = f.read().split()[:1] == [str(self.pid)]
+            if mine:
+                os.unlink(self._pid_path)
+        except (OSError, ValueError):
+            pass
 
     def _open_log(self):
         if self._log_path is not None:
@@ -260,6 +310,7 @@ class KeeperWatchdog:
         if not self._stopping:
             log.error("watchdog keeper {pid} ended unexpectedly ({how}): the watchdog is disarmed",
                       pid=self.pid, how=self.exit)
+        self._remove_pid_file()
         waiters, self._waiters = self._waiters, []
         for d in waiters:
             d.callback(None)
@@ -272,7 +323,7 @@ class KeeperWatchdog:
 
 
 def make_watchdog(reactor, method, timeout, action_argv, action_name="reboot", log_path=None,
-                  device_path=DEVICE_PATH):
+                  pid_path=None, device_path=DEVICE_PATH):
     """The backend for userw's method: None for 'none', else the device when present, else a keeper.
 
     keepalive, softdog and ipmi all mean "a watchdog the kernel or a BMC
@@ -283,4 +334,4 @@ def make_watchdog(reactor, method, timeout, action_argv, action_name="reboot", l
         return None
     if os.path.exists(device_path):
         return DeviceWatchdog(timeout, device_path)
-    return KeeperWatchdog(reactor, timeout, action_argv, action_name, log_path)
+    return KeeperWatchdog(reactor, timeout, action_argv, action_name, log_path, pid_path)

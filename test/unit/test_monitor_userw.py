@@ -51,16 +51,16 @@ class UserwTestCase(unittest.TestCase):
         self.made = []  # (arguments, watchdog) per factory call
         self.fail_start = False
 
-    def factory(self, reactor, method, timeout, argv, action, log_path):
+    def factory(self, reactor, method, timeout, argv, action, log_path, pid_path):
         watchdog = FakeWatchdog(timeout, self.fail_start)
-        self.made.append(((reactor, method, timeout, argv, action, log_path), watchdog))
+        self.made.append(((reactor, method, timeout, argv, action, log_path, pid_path), watchdog))
         return watchdog
 
     def make_userw(self, usehb=True, method="keepalive", action="RESET", interval=3.0,
                    timeout=60.0, commands=OSActionCommands(reboot=REBOOT)):
         config = make_monitor_config("userw", {"usehb": usehb, "method": method, "action": action},
                                      interval=interval, timeout=timeout)
-        env = make_environment(log_dir="/var/log/cpro", hb_interval=1.0, hb_timeout=9.0,
+        env = make_environment(state_dir="/var/lib/cpro", log_dir="/var/log/cpro", hb_interval=1.0, hb_timeout=9.0,
                                reactor_lag=lambda: self.lag, os_action_commands=commands)
         return UserSpaceMonitor(self.clock, config, config.params, env,
                                 watchdog_factory=self.factory)
@@ -88,7 +88,8 @@ class WatchdogTests(UserwTestCase):
         self.assertIsNone(self.successResultOf(monitor.start()))
         (args, watchdog), = self.made
         self.assertEqual(args, (self.clock, "keepalive", 9.0, REBOOT, "reboot",
-                                "/var/log/cpro/userw1.watchdog.log"))
+                                "/var/log/cpro/userw1.watchdog.log",
+                                "/var/lib/cpro/userw1.watchdog.pid"))
         self.assertTrue(watchdog.alive)
         self.assertEqual(watchdog.feeds, 1)  # fed at once
         self.clock.pump([1.0] * 5)
@@ -131,9 +132,9 @@ class WatchdogTests(UserwTestCase):
         config = make_monitor_config("userw", {"usehb": True, "method": "softdog"})
         env = make_environment(os_action_commands=None)
 
-        def keeper_only(reactor, method, timeout, argv, action, log_path):
+        def keeper_only(reactor, method, timeout, argv, action, log_path, pid_path):
             from cpro.services.watchdog import KeeperWatchdog
-            return KeeperWatchdog(reactor, timeout, argv, action, log_path)
+            return KeeperWatchdog(reactor, timeout, argv, action, log_path, pid_path)
 
         monitor = UserSpaceMonitor(self.clock, config, config.params, env,
                                    watchdog_factory=keeper_only)

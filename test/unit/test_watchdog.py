@@ -18,6 +18,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
+from cpro.resources.process import read_proc_stat
 from cpro.services import watchdog_keeper
 from cpro.services.watchdog import (
     WDIOC_SETTIMEOUT,
@@ -174,6 +175,8 @@ class KeeperProgramTests(unittest.SynchronousTestCase):
 class KeeperWatchdogTests(ProcessTestCase):
     """KeeperWatchdog driven from this (the test's) reactor."""
 
+    timeout = 30
+
     def setUp(self):
         self.dir = os.path.abspath(self.mktemp())
         os.makedirs(self.dir)
@@ -206,7 +209,7 @@ class KeeperWatchdogTests(ProcessTestCase):
     @defer.inlineCallbacks
     def test_not_fed_fires_the_action(self):
         yield self.keeper.start()
-        self.assertTrue((yield wait_for(lambda: os.path.exists(self.marker), TIMEOUT + 3)))
+        self.assertTrue((yield wait_for(lambda: os.path.exists(self.marker), TIMEOUT + 10)))
         self.assertTrue((yield wait_for(lambda: self.keeper.exit is not None, 3)))
         self.assertEqual(self.keeper.exit, f"exit {watchdog_keeper.EXIT_FIRED}")
         self.assertFalse(self.keeper.alive)
@@ -230,6 +233,34 @@ class KeeperWatchdogTests(ProcessTestCase):
         self.assertEqual(self.keeper.exit, "exit 0")
         yield task.deferLater(reactor, TIMEOUT * 1.2, lambda: None)
         self.assertFalse(os.path.exists(self.marker))
+
+    @defer.inlineCallbacks
+    def test_pid_file_names_the_keeper_and_goes_with_it(self):
+        pid_path = os.path.join(self.dir, "keeper.pid")
+        keeper = KeeperWatchdog(reactor, TIMEOUT, marker_command(self.marker), "reboot", self.log,
+                                pid_path)
+        self.addCleanup(lambda: keeper.pid and not is_gone(keeper.pid)
+                        and os.kill(keeper.pid, signal.SIGKILL))
+        yield keeper.start()
+        with open(pid_path) as f:
+            pid, start = (int(x) for x in f.read().split())
+        self.assertEqual((pid, start), (keeper.pid, read_proc_stat(keeper.pid)[1]))
+        yield keeper.stop()
+        self.assertFalse(os.path.exists(pid_path))
+
+    @defer.inlineCallbacks
+    def test_stale_pid_file_signals_nobody(self):
+        pid_path = os.path.join(self.dir, "keeper.pid")
+        with open(pid_path, "w") as f:  # our own pid, but another start time: a reused pid
+            f.write(f"{os.getpid()} {read_proc_stat(os.getpid())[1] + 1}\n")
+        keeper = KeeperWatchdog(reactor, TIMEOUT, marker_command(self.marker), "reboot", self.log,
+                                pid_path)
+        self.addCleanup(lambda: keeper.pid and not is_gone(keeper.pid)
+                        and os.kill(keeper.pid, signal.SIGKILL))
+        yield keeper.start()  # this test process survives it
+        with open(pid_path) as f:
+            self.assertEqual(int(f.read().split()[0]), keeper.pid)
+        yield keeper.stop()
 
     @defer.inlineCallbacks
     def test_keeper_leads_its_own_session(self):
@@ -258,8 +289,8 @@ env = MonitorEnvironment("srv1", log_dir, log_dir, os_action_commands=OSActionCo
     reboot=("/bin/sh", "-c", 'echo "$CPRO_ACTION" > "$0"', marker)))
 keepers = []
 
-def keeper_only(reactor, method, timeout, argv, action, log_path):
-    keepers.append(KeeperWatchdog(reactor, timeout, argv, action, log_path))
+def keeper_only(reactor, method, timeout, argv, action, log_path, pid_path):
+    keepers.append(KeeperWatchdog(reactor, timeout, argv, action, log_path, pid_path))
     return keepers[-1]
 
 monitor = UserSpaceMonitor(reactor, config, config.params, env, watchdog_factory=keeper_only)
@@ -293,6 +324,8 @@ class _LineCollector(ProcessProtocol):
 class StalledDaemonTests(ProcessTestCase):
     """The daemon is a separate process here, so the test can freeze it."""
 
+    timeout = 60  # each test starts one or two Python daemons, slow on a loaded machine
+
     def setUp(self):
         self.dir = os.path.abspath(self.mktemp())
         os.makedirs(self.dir)
@@ -310,11 +343,11 @@ class StalledDaemonTests(ProcessTestCase):
         return defer.DeferredList(self.ended)
 
     @defer.inlineCallbacks
-    def start_daemon(self):
+    def start_daemon(self, timeout=TIMEOUT):
         proto = _LineCollector()
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": REPO}
         transport = reactor.spawnProcess(
-            proto, sys.executable, [sys.executable, "-c", FAKE_DAEMON, str(TIMEOUT), self.marker,
+            proto, sys.executable, [sys.executable, "-c", FAKE_DAEMON, str(timeout), self.marker,
                                     self.dir], env=env, childFDs={0: "w", 1: "r", 2: 2})
         self.pids.append(transport.pid)
         self.ended.append(proto.ended)
@@ -329,7 +362,7 @@ class StalledDaemonTests(ProcessTestCase):
         yield task.deferLater(reactor, TIMEOUT * 1.5, lambda: None)
         self.assertFalse(os.path.exists(self.marker), "fired while the daemon was feeding it")
         os.kill(daemon_pid, signal.SIGSTOP)
-        self.assertTrue((yield wait_for(lambda: os.path.exists(self.marker), TIMEOUT + 3)),
+        self.assertTrue((yield wait_for(lambda: os.path.exists(self.marker), TIMEOUT + 10)),
                         "the keeper did not act on a stalled daemon")
         with open(self.marker) as f:
             self.assertEqual(f.read(), "reboot\n")
@@ -353,5 +386,27 @@ class StalledDaemonTests(ProcessTestCase):
         daemon_pid, keeper_pid, proto = yield self.start_daemon()
         os.kill(daemon_pid, signal.SIGKILL)
         yield proto.ended
-        self.assertTrue((yield wait_for(lambda: os.path.exists(self.marker), TIMEOUT + 3)))
+        self.assertTrue((yield wait_for(lambda: os.path.exists(self.marker), TIMEOUT + 10)))
         self.assertTrue((yield wait_gone(keeper_pid, 3)))
+
+    @defer.inlineCallbacks
+    def test_restarted_daemon_replaces_the_keeper_left_behind(self):
+        # The first keeper's timeout is long: the second daemon replaces it
+        # well before it could act, however slowly that daemon starts.
+        daemon_pid, old_keeper, proto = yield self.start_daemon(60.0)
+        os.kill(daemon_pid, signal.SIGKILL)
+        yield proto.ended
+        daemon_pid, new_keeper, proto = yield self.start_daemon()
+        self.assertTrue((yield wait_gone(old_keeper, 5)), "the old keeper was not replaced")
+        with open(os.path.join(self.dir, "userw1.watchdog.pid")) as f:
+            self.assertEqual(int(f.read().split()[0]), new_keeper)
+        with open(os.path.join(self.dir, "userw1.watchdog.log")) as f:
+            log = f.read()
+        self.assertIn(f"watchdog_keeper[{old_keeper}]: SIGTERM: stopped by request, no action", log)
+        self.assertNotIn(f"watchdog_keeper[{old_keeper}]: not fed", log)
+        self.assertFalse(is_gone(new_keeper))
+        os.kill(daemon_pid, signal.SIGTERM)
+        yield proto.ended
+        self.assertTrue((yield wait_gone(new_keeper, 5)))
+        self.assertFalse(os.path.exists(self.marker))
+        self.assertFalse(os.path.exists(os.path.join(self.dir, "userw1.watchdog.pid")))

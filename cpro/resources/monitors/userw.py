@@ -20,7 +20,9 @@ Parameters (clp.conf userw/parameters):
   itself whatever the action says.
 
 Suspending or stopping the monitor disarms the watchdog cleanly; a daemon
-that dies without stopping it leaves it armed, and it fires.
+that dies without stopping it leaves it armed, and it fires unless the
+restarted daemon starts userw again within the timeout (it then takes the
+device or replaces the keeper named in <state_dir>/<name>.watchdog.pid).
 """
 
 import os
@@ -69,10 +71,12 @@ class UserSpaceMonitor:
         argv = tuple(getattr(commands, "reboot", None) or ())
         log_path = (os.path.join(self._env.log_dir, f"{self.name}.watchdog.log")
                     if self._env.log_dir else None)
+        pid_path = (os.path.join(self._env.state_dir, f"{self.name}.watchdog.pid")
+                    if self._env.state_dir else None)
         try:
             # Both RESET and PANIC reboot: there is no sysrq panic here.
             self._watchdog = self._factory(self._reactor, self.method, self.timeout, argv,
-                                           "reboot", log_path)
+                                           "reboot", log_path, pid_path)
         except ValueError as e:
             return defer.fail(WatchdogError(f"{self.name}: cannot arm a watchdog: {e}"))
         d = self._watchdog.start()
