@@ -19,7 +19,9 @@ daemon_failure_action, or --action) says:
             <osaction><shutdown>/<reboot>, `systemctl poweroff` by default).
 
 What is not a crash:
-  - exit code 0 (stopped, e.g. `kill -TERM` of the daemon itself);
+  - exit code 0, or the end by SIGTERM/SIGINT (twistd stops the daemon
+    cleanly on those, then ends itself with the signal): the daemon was
+    stopped, e.g. with `kill -TERM DAEMON_PID`; the supervisor exits with 0;
   - any end after the supervisor forwarded a SIGTERM/SIGINT it received
     (`systemctl stop cpro`): the supervisor exits too, with 0;
   - a start-up refusal: exit codes 3-7 (cpro/exitcodes.py), and any exit
@@ -65,6 +67,8 @@ EXIT_USAGE = 2
 REFUSALS = (exitcodes.CONFIG_INVALID, exitcodes.UNKNOWN_SERVER, exitcodes.ADDRESS_IN_USE,
             exitcodes.PERMISSION_DENIED, exitcodes.CONFIG_MISMATCH)
 ACTIONS = ("restart", "shutdown", "reboot")
+# The daemon stops cleanly on these (and then ends itself with the signal).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 DEFAULT_CONFIG = "/etc/cpro/clp.conf"
 DEFAULT_STATE_DIR = "/var/lib/cpro"
 # The daemon's ledger must have been written after this much before the spawn
@@ -73,8 +77,11 @@ READY_SLACK = 0.5
 
 
 class Options(usage.Options):
-    synopsis = "[options] -- DAEMON COMMAND (e.g. twistd -n --pidfile= cpro --config ...)"
-    longdesc = __doc__.split("\n\n", 2)[1]
+    synopsis = "Usage: cpro-supervise [options] -- DAEMON COMMAND (e.g. twistd -n --pidfile= cpro --config ...)"
+    longdesc = ("Runs the cpro daemon; when it ends abnormally, restarts it with --after-crash or runs the "
+                "server-down action, as pm/exec0/recover (or --action) says. Exit codes: 0 stopped cleanly, "
+                "1 error or the action failed, 2 usage, 3-7 the daemon's start-up refusal, 8 the daemon "
+                "crashed and the server-down action ran.")
     optParameters = [
         ["config", "c", None, "clp.conf for pm/exec0/recover and the OS action commands "
                               "(default: the daemon's --config, $CPRO_CONFIG, " + DEFAULT_CONFIG + ")"],
@@ -212,11 +219,13 @@ class Supervisor:
         how = crashnote.how_it_ended(exit_code, sig)
         if self.stopping:
             self.say(f"daemon (pid {pid}) stopped: {how}")
-            clean = exit_code == 0 or sig in (signal.SIGTERM, signal.SIGINT)
+            clean = exit_code == 0 or sig in STOP_SIGNALS
             self._finish(0 if clean else (exit_code or EXIT_FAILED))
             return
-        if sig is None and exit_code == 0:
-            self.say(f"daemon (pid {pid}) stopped cleanly")
+        if (sig is None and exit_code == 0) or sig in STOP_SIGNALS:
+            # twistd stops cleanly on SIGTERM/SIGINT, then ends itself with
+            # that signal: someone (the operator, an init script) stopped it.
+            self.say(f"daemon (pid {pid}) stopped ({how})")
             self._finish(0)
             return
         if sig is None and (exit_code in REFUSALS or not self._daemon_started(pid)):

@@ -12,6 +12,15 @@ do (/etc/default/cpro):
     CPRO_OPTS       further daemon options, e.g. --no-autostart
 
 Start-up refusals exit with the same codes as the plugin (docs/install.md).
+
+Under the supervisor (docs/operations.md, "When the daemon crashes"):
+
+    cpro-supervise -- twistd -ny tap/cpro.tac
+
+cpro-supervise reads the same CPRO_* variables to find the configuration and
+the state directory. It cannot add --after-crash to a .tac command line; a
+daemon it restarts learns of the crash from the crash note the supervisor
+leaves in the state directory, and behaves the same.
 """
 
 import os

@@ -92,6 +92,17 @@ class SupervisorTests(SynchronousTestCase):
         self.assertEqual(len(self.reactor.spawned), 1)
         self.assertEqual(self.notes(), [])
 
+    def test_daemon_stopped_by_someone_else_is_not_a_crash(self):
+        # twistd stops cleanly on SIGTERM and then ends itself with it.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            sup = self.supervisor("restart")
+            d = sup.start()
+            self.daemon_started(sup)
+            self.reactor.end(sig=sig)
+            self.assertEqual(self.successResultOf(d), 0)
+        self.assertEqual(len(self.reactor.spawned), 2)
+        self.assertEqual(self.notes(), [])
+
     def test_startup_refusals_are_passed_through(self):
         for code in (3, 4, 5, 6, 7):
             sup = self.supervisor("restart")
@@ -139,6 +150,7 @@ class SupervisorTests(SynchronousTestCase):
             self.reactor.advance(10)
             self.reactor.end(sig=signal.SIGSEGV)
         self.assertEqual(len(self.reactor.spawned), 3)
+        self.assertEqual(self.kills, [])
         self.reactor.end(sig=signal.SIGSEGV)
         # The fourth spawn is the shutdown command of clp.conf (through setsid).
         action = self.reactor.spawned[-1][1]
