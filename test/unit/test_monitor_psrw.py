@@ -85,7 +85,9 @@ class DurationTests(unittest.SynchronousTestCase):
         monitor = make_psrw(self.clock, self.sampler, threads=100, openfiles=1000)
         self.sampler.found = {(10, 1.0): {"threads": 150, "openfiles": 10},
                               (11, 1.0): {"threads": 20, "openfiles": 10}}
-        self.assertEqual(self.check_at(monitor, 0).status, CheckStatus.NORMAL)
+        result = self.check_at(monitor, 0)
+        self.assertEqual(result.status, CheckStatus.WARNING)
+        self.assertEqual(result.message, "httpd[10] threads 150 over 100 for 0 s (error after 100 s)")
         self.sampler.found[(11, 1.0)]["openfiles"] = 2000
         self.check_at(monitor, 40)
         result = self.check_at(monitor, 100)
@@ -99,7 +101,7 @@ class DurationTests(unittest.SynchronousTestCase):
         self.assertEqual(result.status, CheckStatus.ERROR)
         self.assertEqual(result.message, "httpd[11] open files 2000 over 1000 for 100 s")
 
-    def test_warning_at_half_the_duration(self):
+    def test_warning_before_the_duration(self):
         monitor = make_psrw(self.clock, self.sampler, cpu=80, memory=50)
         self.sampler.found = {(10, 1.0): {"cpu": 120.0, "memory": 10.0}}
         self.check_at(monitor, 0)
@@ -112,7 +114,7 @@ class DurationTests(unittest.SynchronousTestCase):
         self.sampler.found = {(10, 1.0): {"cpu": 99.0}}
         self.check_at(monitor, 0)
         self.sampler.found = {(10, 7.0): {"cpu": 99.0}}  # same pid, another process
-        self.assertEqual(self.check_at(monitor, 100).status, CheckStatus.NORMAL)
+        self.assertEqual(self.check_at(monitor, 100).status, CheckStatus.WARNING)
         self.assertEqual(self.check_at(monitor, 200).status, CheckStatus.ERROR)
 
     def test_no_process_is_normal(self):
@@ -131,7 +133,7 @@ class DurationTests(unittest.SynchronousTestCase):
         self.sampler.found = {}
         self.check_at(monitor, 50)
         self.sampler.found = {(10, 1.0): {"cpu": 99.0}}
-        self.assertEqual(self.check_at(monitor, 100).status, CheckStatus.NORMAL)
+        self.assertEqual(self.check_at(monitor, 100).status, CheckStatus.WARNING)
 
     def test_sampler_asks_only_watched_measures(self):
         monitor = make_psrw(self.clock, None, table=FakeTable(self.sampler), cpu=0, memory=10,

@@ -72,15 +72,18 @@ class DurationTests(unittest.SynchronousTestCase):
 
     def test_over_for_the_duration_is_an_error(self):
         monitor = make_sraw(self.clock, self.sampler, cpu=90)
-        self.assertEqual(self.check_at(monitor, 0, cpu=95.0).status, CheckStatus.NORMAL)
-        self.assertEqual(self.check_at(monitor, 49, cpu=95.0).status, CheckStatus.NORMAL)
-        result = self.check_at(monitor, 50, cpu=96.0)
+        self.assertEqual(self.check_at(monitor, 0, cpu=50.0).status, CheckStatus.NORMAL)
+        result = self.check_at(monitor, 10, cpu=95.0)
+        self.assertEqual(result.status, CheckStatus.WARNING)
+        self.assertEqual(result.message, "cpu 95.0% over 90% for 0 s (error after 100 s)")
+        result = self.check_at(monitor, 60, cpu=96.0)
         self.assertEqual(result.status, CheckStatus.WARNING)
         self.assertEqual(result.message, "cpu 96.0% over 90% for 50 s (error after 100 s)")
-        result = self.check_at(monitor, 100, cpu=97.0)
+        self.assertEqual(self.check_at(monitor, 109, cpu=95.0).status, CheckStatus.WARNING)
+        result = self.check_at(monitor, 110, cpu=97.0)
         self.assertEqual(result.status, CheckStatus.ERROR)
         self.assertEqual(result.message, "cpu 97.0% over 90% for 100 s")
-        self.assertEqual(self.check_at(monitor, 160, cpu=99.0).status, CheckStatus.ERROR)
+        self.assertEqual(self.check_at(monitor, 170, cpu=99.0).status, CheckStatus.ERROR)
 
     def test_one_sample_under_restarts_the_count(self):
         monitor = make_sraw(self.clock, self.sampler, memory=80)
@@ -89,7 +92,7 @@ class DurationTests(unittest.SynchronousTestCase):
         result = self.check_at(monitor, 95, memory=80.0)  # at the limit is not over it
         self.assertEqual(result.status, CheckStatus.NORMAL)
         self.assertEqual(result.message, "memory 80.0%")
-        self.assertEqual(self.check_at(monitor, 100, memory=85.0).status, CheckStatus.NORMAL)
+        self.assertEqual(self.check_at(monitor, 100, memory=85.0).status, CheckStatus.WARNING)
         self.assertEqual(self.check_at(monitor, 199, memory=85.0).status, CheckStatus.WARNING)
         self.assertEqual(self.check_at(monitor, 200, memory=85.0).status, CheckStatus.ERROR)
 
@@ -98,9 +101,12 @@ class DurationTests(unittest.SynchronousTestCase):
                             disks=(("/srv", 90), ("/var", 95)))
         values = {"openfiles": 1200, "processes": 100, "threads": 100,
                   ("disk", "/srv"): 91.5, ("disk", "/var"): 50.0}
-        self.check_at(monitor, 0, **{})
+        self.assertEqual(self.check_at(monitor, 0).status, CheckStatus.NORMAL)  # nothing read yet
         self.sampler.values.update(values)
-        self.assertEqual(self.check_at(monitor, 10).status, CheckStatus.NORMAL)
+        result = self.check_at(monitor, 10)
+        self.assertEqual(result.status, CheckStatus.WARNING)
+        self.assertEqual(result.message, "open files 1200 over 1000 for 0 s (error after 100 s); "
+                                         "disk /srv 91.5% over 90% for 0 s (error after 100 s)")
         result = self.check_at(monitor, 110)
         self.assertEqual(result.status, CheckStatus.ERROR)
         self.assertEqual(result.message,
@@ -110,8 +116,9 @@ class DurationTests(unittest.SynchronousTestCase):
         monitor = make_sraw(self.clock, self.sampler, cpu=90, swap=50)
         self.check_at(monitor, 0, cpu=95.0, swap=10.0)
         result = self.check_at(monitor, 60, cpu=95.0, swap=60.0)
-        self.assertEqual(result.status, CheckStatus.WARNING)  # cpu over for 60 of 100 s
-        self.assertNotIn("swap", result.message)
+        self.assertEqual(result.status, CheckStatus.WARNING)
+        self.assertEqual(result.message, "cpu 95.0% over 90% for 60 s (error after 100 s); "
+                                         "swap 60.0% over 50% for 0 s (error after 100 s)")
         result = self.check_at(monitor, 100, cpu=95.0, swap=60.0)
         self.assertEqual(result.status, CheckStatus.ERROR)
         self.assertEqual(result.message, "cpu 95.0% over 90% for 100 s")
@@ -141,7 +148,7 @@ class DurationTests(unittest.SynchronousTestCase):
         self.check_at(monitor, 0, cpu=95.0)
         monitor.stop()
         monitor.start()
-        self.assertEqual(self.check_at(monitor, 100, cpu=95.0).status, CheckStatus.NORMAL)
+        self.assertEqual(self.check_at(monitor, 100, cpu=95.0).status, CheckStatus.WARNING)
 
     def test_describe(self):
         monitor = make_sraw(self.clock, self.sampler, cpu=90, memory=90)

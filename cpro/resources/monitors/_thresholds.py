@@ -1,10 +1,10 @@
 """Shared by sraw and psrw: "over a threshold continuously for a duration".
 
-A measure is over its limit when a sample is strictly greater than it. It
-becomes a Warning once it has been over in every sample for half the
-duration (so a short spike does not flap the monitor) and an Error once it
-has been over for the whole duration. One sample at or under the limit
-starts the count again. Time is the caller's (the reactor clock).
+A measure is over its limit when a sample is strictly greater than it. A
+measure over its limit is a Warning at once, and an Error once it has been
+over in every sample for the whole duration (docs/configuration.md, sraw).
+One sample at or under the limit starts the count again. Time is the
+caller's (the reactor clock).
 """
 
 from cpro.resources.monitors.base import CheckResult, CheckStatus
@@ -55,9 +55,7 @@ class Threshold:
                 f"for {over_for:.0f} s")
         if over_for >= self.duration:
             return CheckStatus.ERROR, text
-        if over_for >= self.duration / 2:
-            return CheckStatus.WARNING, f"{text} (error after {self.duration:g} s)"
-        return CheckStatus.NORMAL, None
+        return CheckStatus.WARNING, f"{text} (error after {self.duration:g} s)"
 
     def summary(self):
         if self.last is None or isinstance(self.last, Unreadable):

@@ -4,8 +4,8 @@ Each check finds the processes that processname matches in psw's shared
 process table (one /proc scan a second serves every psw and psrw of the
 daemon), reads their measures in a thread, and holds each process's values
 against the thresholds over time, as sraw does
-(L{cpro.resources.monitors._thresholds}): over for half the duration is a
-Warning, for the whole duration an Error. Processes are told apart by pid
+(L{cpro.resources.monitors._thresholds}): over a threshold is a Warning,
+over it continuously for the whole duration an Error. Processes are told apart by pid
 and start time, so a reused pid starts afresh. No matching process is
 Normal (psw watches presence).
 

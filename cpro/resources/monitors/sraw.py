@@ -3,8 +3,8 @@
 Each check samples the configured measures in a thread (a statvfs on a hung
 network file system blocks; the rest are /proc reads) and holds every value
 against its threshold over time (L{cpro.resources.monitors._thresholds}):
-over it continuously for half the duration is a Warning, for the whole
-duration an Error. Time is the injected reactor's clock.
+over it is a Warning, over it continuously for the whole duration an
+Error. Time is the injected reactor's clock.
 
 Parameters (clp.conf sraw/parameters; 0 = not watched):
 - cpu, memory, swap: percent in use (CPU busy over the time since the
