@@ -18,7 +18,7 @@ from twisted.trial import unittest
 
 from cpro.config import load_config
 from cpro.lab import poweroff
-from cpro.lab.common import REPO_ROOT, LabProcess, is_root, lab_env, run, tool
+from cpro.lab.common import REPO_ROOT, LabProcess, group_current, is_root, lab_env, run, tool
 from cpro.lab.netns import PREFIX, NetnsLab, cleanup_stale, lab_namespaces
 
 
@@ -303,6 +303,28 @@ class DaemonTests(LabTestCase):
         yield lab.wait_until(lambda st: {s["name"]: s["status"] for s in st["srv1"]["servers"]}["srv2"] == "Offline",
                              names=["srv1"], timeout=10, what="srv1 sees srv2 Offline")
         self.assertTrue((yield lab.ping("client", lab.address("srv2"))))
+
+    @defer.inlineCallbacks
+    def test_floating_ip_from_config_fragments_follows_a_server_down(self):
+        group = ('<group name="failover1"><resource name="fip@fip1"/>'
+                 '<policy name="srv1"><order>0</order></policy><policy name="srv2"><order>1</order></policy>'
+                 '<start>1</start></group>')
+        fip = '<types name="fip"/><fip name="fip1"><parameters><ip>10.0.0.100</ip></parameters></fip>'
+        lab = yield self.make_lab(servers=2, root_xml=group, resource_xml=fip)
+        yield lab.start_all()
+        yield lab.wait_until(lambda st: all(group_current(st, "failover1", n) == "srv1" for n in lab.names),
+                             timeout=20, what="failover1 on srv1")
+        self.assertEqual((yield lab.holders("10.0.0.100")), ["srv1"])
+        self.assertEqual((yield lab.addresses("srv1")), ["10.0.0.1", "10.0.0.100"])
+        self.assertTrue((yield lab.ping("client", "10.0.0.100")))
+        self.assertEqual((yield lab.neighbour("client", "10.0.0.100")), lab.mac("srv1"))
+
+        yield lab.server_down("srv1")
+        yield lab.wait_until(lambda st: group_current(st, "failover1", "srv2") == "srv2", names=["srv2"],
+                             timeout=20, what="failover1 on srv2")
+        self.assertEqual((yield lab.holders("10.0.0.100")), ["srv2"])
+        self.assertTrue((yield lab.ping("client", "10.0.0.100")))
+        self.assertEqual((yield lab.neighbour("client", "10.0.0.100")), lab.mac("srv2"))
 
 
 FAILING_CASE = """
