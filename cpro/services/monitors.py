@@ -112,7 +112,7 @@ class MonitorService(service.Service):
         self.env = MonitorEnvironment(local, state_dir, log_dir, resource=self.resource,
                                       monitor_state=self.monitor_state, hb_interval=config.hb_interval,
                                       hb_timeout=config.hb_timeout, reactor_lag=self.reactor_lag,
-                                      os_actions=os_actions)
+                                      os_actions=os_actions, os_action_commands=config.os_actions)
         if types is None:
             types = _load_types()
         for m in config.monitors:
