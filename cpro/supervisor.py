@@ -229,7 +229,8 @@ class Supervisor:
             self._finish(0)
             return
         if sig is None and (exit_code in REFUSALS or not self._daemon_started(pid)):
-            self.say(f"daemon (pid {pid}) did not start: {how}; not restarting it")
+            self.say(f"daemon (pid {pid}) refused to run or did not start ({how}): not a crash, "
+                     f"not restarting it")
             self._finish(exit_code)
             return
         self.say(f"daemon (pid {pid}) ended abnormally: {how}")

@@ -23,7 +23,14 @@ from zope.interface import implementer
 from cpro.interfaces import IGroupResource
 from cpro.resources.base import ResourceError
 from cpro.resources.ledger import NULL_LEDGER, PROCESS_GROUP, ProcTable, process_group_value
-from cpro.resources.process import DEFAULT_PATH, CommandError, read_proc_stat, run_command, spawn_resident
+from cpro.resources.process import (
+    DEFAULT_PATH,
+    CommandError,
+    kill_process_group,
+    read_proc_stat,
+    run_command,
+    spawn_resident,
+)
 
 log = Logger()
 
@@ -119,6 +126,11 @@ class ExecResource:
         """A start script that left processes in its group (a service it
         started in the background): record the group. Its leader is gone, so
         the oldest member's start time stands in for the leader's."""
+        try:
+            if not kill_process_group(result.pid, 0):
+                return  # the usual case: nothing left, and no /proc scan needed
+        except OSError:
+            pass  # EPERM: something is there
         members = ProcTable().group_members(result.pid)
         if members:
             self._hold(process_group_value(result.pid, min(s for _, s in members)))

@@ -5,7 +5,9 @@ SIGKILL of the daemon stands for a crash. With pm/exec0/recover = 1
 (restart) the daemon comes back and first kills what its predecessor left
 (the resident process of an asynchronous exec); with 2 (shutdown) the
 supervisor runs the lab's harmless shutdown command (it writes a mark) and
-exits; SIGTERM to the supervisor is a clean stop.
+exits; SIGTERM to the supervisor is a clean stop. As root, a floating IP on a
+veth pair inside the lab's namespace shows that the address a crashed daemon
+left is removed too, by the new incarnation or by the supervisor.
 """
 
 import json
@@ -18,6 +20,8 @@ from twisted.internet import defer, error, protocol, reactor
 
 from cpro.resources.ledger import LEDGER_NAME
 from cpro.supervisor import EXIT_SERVER_DOWN
+
+from cpro.lab.loopback import run
 
 from test.integration.test_cluster import ClusterTestCase, online_on
 from test.unit.test_process import is_gone
@@ -75,6 +79,26 @@ def set_recover(lab, code):
         f.write(text.replace("</root>", f"<pm><exec0><recover>{code}</recover></exec0></pm></root>"))
 
 
+FIP = "10.79.0.50"
+FIP_XML = (f'<fip name="fip1"><parameters><ip>{FIP}</ip><probe><count>1</count></probe>'
+           '<garp><count>0</count><repeat><delay>0</delay></repeat></garp></parameters></fip>')
+
+
+def add_fip(lab):
+    """Put fip1 (FIP, on the veth cfa0 of srv1: 10.79.0.1/24) first in failover1."""
+    with open(lab.config_path) as f:
+        text = f.read()
+    for old, new in (("</server>", '<device id="2"><type>lan</type><info>10.79.0.1/24</info></device></server>'),
+                     ('<resource name="exec@exec1"/>', '<resource name="fip@fip1"/><resource name="exec@exec1"/>'),
+                     ('<types name="exec"/>', '<types name="exec"/><types name="fip"/>')):
+        assert text.count(old) == 1, old
+        text = text.replace(old, new)
+    end = text.rindex("</resource>")  # the end of the <resource> section
+    text = text[:end] + FIP_XML + text[end:]
+    with open(lab.config_path, "w") as f:
+        f.write(text)
+
+
 def ledger_groups(lab, name):
     try:
         with open(os.path.join(lab.state_dir(name), LEDGER_NAME)) as f:
@@ -95,12 +119,26 @@ class SupervisorTests(ClusterTestCase):
     timeout = 120
 
     @defer.inlineCallbacks
-    def make_lab(self, servers=1, recover=1, policy=None):
+    def make_lab(self, servers=1, recover=1, policy=None, fip=False):
         lab = yield self.make_cluster(servers=servers, groups=[resident_group(policy)])
         lab.groups[0]["resources"][0]["start"] = RESIDENT.replace("MARKS", lab.marks_path())
         lab.write_config()
+        if fip:
+            # A NIC for the floating IP inside the lab's namespace: a veth
+            # pair, its peer end silent (nobody answers the duplicate check).
+            ip = lab.in_netns(["ip"])
+            yield run(reactor, [*ip, "link", "add", "cfa0", "type", "veth", "peer", "name", "cfa1"])
+            yield run(reactor, [*ip, "addr", "add", "10.79.0.1/24", "dev", "cfa0"])
+            yield run(reactor, [*ip, "link", "set", "cfa0", "up"])
+            yield run(reactor, [*ip, "link", "set", "cfa1", "up"])
+            add_fip(lab)
         set_recover(lab, recover)
         return lab
+
+    @defer.inlineCallbacks
+    def addresses(self, lab):
+        code, out = yield run(reactor, lab.in_netns(["ip", "-o", "addr", "show", "dev", "cfa0"]))
+        return out
 
     def supervise(self, lab, name):
         """Start cpro-supervise running the daemon of server name; returns its process protocol."""
@@ -199,6 +237,37 @@ class SupervisorTests(ClusterTestCase):
         self.assertTrue(is_gone(resident))
         starts = [(m[1], m[4]) for m in lab.marks() if m[2] == "START"]
         self.assertEqual(starts, [("srv1", "START"), ("srv2", "FAILOVER")])
+
+    @defer.inlineCallbacks
+    def test_restart_removes_the_floating_ip_before_the_service_starts(self):
+        self.requires_root()
+        lab = yield self.make_lab(recover=1, fip=True)
+        supervisor = self.supervise(lab, "srv1")
+        yield lab.wait_until(online_on("failover1", "srv1", ["srv1"]), names=["srv1"], what="failover1 on srv1")
+        self.assertIn(FIP, (yield self.addresses(lab)))
+        first = yield self.daemon_pid(supervisor)
+        os.kill(first, signal.SIGKILL)
+        yield self.daemon_pid(supervisor, other_than=first)
+        yield lab.wait_until(lambda st: st["srv1"]["cluster"]["status"] == "Online", names=["srv1"],
+                             what="the new incarnation answering")
+        self.assertNotIn(FIP, (yield self.addresses(lab)))
+        alerts = yield self.alerts(lab, "srv1")
+        cleaned = [n for n, (i, m) in enumerate(alerts) if i == 21 and f"address {FIP} of fip1" in m]
+        starting = [n for n, (i, _) in enumerate(alerts) if i == 1]  # "Starting the cluster daemon..."
+        self.assertEqual(len(cleaned), 1, alerts)
+        self.assertLess(cleaned[0], starting[-1], alerts)  # removed before the new incarnation started
+
+    @defer.inlineCallbacks
+    def test_shutdown_action_removes_the_floating_ip_first(self):
+        self.requires_root()
+        lab = yield self.make_lab(recover=2, fip=True)
+        supervisor = self.supervise(lab, "srv1")
+        yield lab.wait_until(online_on("failover1", "srv1", ["srv1"]), names=["srv1"], what="failover1 on srv1")
+        self.assertIn(FIP, (yield self.addresses(lab)))
+        os.kill((yield self.daemon_pid(supervisor)), signal.SIGKILL)
+        self.assertEqual((yield supervisor.ended), EXIT_SERVER_DOWN)
+        self.assertNotIn(FIP, (yield self.addresses(lab)))
+        self.assertEqual(len([m for m in lab.marks() if "OSACTION" in m]), 1)
 
     @defer.inlineCallbacks
     def test_shutdown_action_runs_the_configured_command(self):
