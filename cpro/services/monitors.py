@@ -12,7 +12,8 @@ from the monitor type registry. The service
   step, the recovery-in-progress mark on the group, and the alerts;
 - serves the operator requests (suspend/resume, dummy failure, clear counters,
   the cluster-wide switch that disables recovery actions) and the status;
-- measures the reactor's lag for userw (L{reactor_lag}).
+- measures the reactor's lag for userw (L{reactor_lag}) and keeps the recent
+  samples for the status (L{lag_report}).
 
 Recovery scripts run through L{cpro.resources.process.run_command} with this
 environment (no shell): CLP_MONITORNAME, CLP_ACTION (RESTART before a
@@ -22,13 +23,15 @@ about to run), CLP_VERSION_FULL, CLP_VERSION_MAJOR, CLP_OSNAME, CLP_OSVER,
 CPRO_SERVER_NAME, CPRO_RECOVERY_TARGET and PATH.
 """
 
+import collections
 import importlib
+import math
 import os
 import pkgutil
 import platform
 
 from twisted.application import service
-from twisted.internet import defer, task
+from twisted.internet import defer
 from twisted.logger import Logger
 
 from cpro import __version__
@@ -42,6 +45,8 @@ from cpro.resources.process import DEFAULT_PATH, run_command
 log = Logger()
 
 LAG_INTERVAL = 1.0  # s between reactor-lag samples
+LAG_WINDOW = 900  # samples kept for the status (15 minutes at LAG_INTERVAL)
+LAG_RECENT = 60  # newest samples listed in the status
 REPORT_ERROR_CHARS = 200  # of a monitor's last error in the state report
 
 # Alert ids (module rm) of the script before each step: started, completed, failed.
@@ -107,8 +112,10 @@ class MonitorService(service.Service):
         self._stopping = set()  # Deferreds of runners being stopped
         self._syncing = False
         self._sync_again = False
-        self._lag_loop = None
+        self._lag_call = None
         self._lag_expected = None
+        self._lag_samples = collections.deque(maxlen=LAG_WINDOW)
+        self._lag_count = 0
         self.env = MonitorEnvironment(local, state_dir, log_dir, resource=self.resource,
                                       monitor_state=self.monitor_state, hb_interval=config.hb_interval,
                                       hb_timeout=config.hb_timeout, reactor_lag=self.reactor_lag,
@@ -137,18 +144,14 @@ class MonitorService(service.Service):
         super().startService()
         for name, why in sorted(self.broken.items()):
             self.alerts.emit("rm", 6, Level.ERROR, f"Monitor configuration of {name} is invalid. ({why})")
-        self._lag_loop = task.LoopingCall(self._measure_lag)
-        self._lag_loop.clock = self.reactor
-        self._lag_expected = self.reactor.seconds() + self.lag_interval
-        self._lag_loop.start(self.lag_interval, now=False).addErrback(
-            lambda f: log.failure("reactor lag measurement failed", f))
+        self._schedule_lag()
         self.sync()
 
     def stopService(self):
         super().stopService()
-        if self._lag_loop is not None and self._lag_loop.running:
-            self._lag_loop.stop()
-        self._lag_loop = None
+        if self._lag_call is not None and self._lag_call.active():
+            self._lag_call.cancel()
+        self._lag_call = None
         for runner in self.runners.values():
             self._stop_runner(runner)
         return defer.DeferredList(list(self._stopping))
@@ -214,10 +217,35 @@ class MonitorService(service.Service):
         runner = self.runners.get(name)
         return runner.state if runner is not None else None
 
+    def _schedule_lag(self):
+        # One callLater at a time, each lag_interval after the previous sample
+        # ran: a LoopingCall keeps to its grid instead, so a sample as late as
+        # the previous one would read as no lag at all.
+        self._lag_expected = self.reactor.seconds() + self.lag_interval
+        self._lag_call = self.reactor.callLater(self.lag_interval, self._measure_lag)
+
     def _measure_lag(self):
-        now = self.reactor.seconds()
-        self.lag = max(0.0, now - self._lag_expected)
-        self._lag_expected = now + self.lag_interval
+        self._lag_call = None
+        self.lag = max(0.0, self.reactor.seconds() - self._lag_expected)
+        self._lag_samples.append(self.lag)
+        self._lag_count += 1
+        self._schedule_lag()
+
+    def lag_report(self):
+        """Reactor lag over the last samples, in ms: {"interval_s", "count" (samples
+        since start), "window" (samples below), "last_ms", "p50_ms", "p99_ms",
+        "max_ms", "recent_ms" (the newest LAG_RECENT, oldest first)}."""
+        samples = list(self._lag_samples)
+        ordered = sorted(samples)
+
+        def rank(p):  # nearest rank
+            return round(ordered[max(1, math.ceil(p / 100.0 * len(ordered))) - 1] * 1000, 3) if ordered else None
+
+        return {"interval_s": self.lag_interval, "count": self._lag_count, "window": len(samples),
+                "last_ms": round(samples[-1] * 1000, 3) if samples else None,
+                "p50_ms": rank(50), "p99_ms": rank(99),
+                "max_ms": round(ordered[-1] * 1000, 3) if ordered else None,
+                "recent_ms": [round(v * 1000, 3) for v in samples[-LAG_RECENT:]]}
 
     def reactor_lag(self):
         """Seconds the reactor was late on its last sample, or is late now if later."""

@@ -75,6 +75,8 @@ class AdminHandler:
             if verb == "status":
                 status = cluster_status(self.node.controller)
                 status["counters"] = self.node.heartbeat.counters()
+                if self.node.controller.monitors is not None:
+                    status["reactor_lag"] = self.node.controller.monitors.lag_report()
                 return status
             if verb == "alerts":
                 alerts = self.node.alerts.recent(request.count or 100)

@@ -522,6 +522,29 @@ class StatusTests(ServiceTestCase):
         c.clock.advance(3.5)  # a stall: the sample due at 2 runs at 4.5
         self.assertEqual(env.reactor_lag(), 2.5)
 
+    def test_reactor_lag_of_every_late_sample(self):
+        # Each sample 0.3 s late: every one of them reads 0.3 s, not only the first.
+        c = self.cluster([make_monitor()]).start()
+        for _ in range(4):
+            c.clock.advance(1.3)
+            self.assertAlmostEqual(c.service.lag, 0.3)
+        report = c.service.lag_report()
+        self.assertEqual((report["count"], report["window"], report["interval_s"]), (4, 4, 1.0))
+        self.assertEqual((report["p50_ms"], report["p99_ms"], report["max_ms"], report["last_ms"]),
+                         (300.0, 300.0, 300.0, 300.0))
+        self.assertEqual(report["recent_ms"], [300.0] * 4)
+        c.clock.advance(1.0)  # on time again
+        report = c.service.lag_report()
+        self.assertEqual((report["last_ms"], report["p50_ms"], report["max_ms"]), (0.0, 300.0, 300.0))
+        c.service.stopService()
+        self.assertEqual(c.clock.getDelayedCalls(), [])
+
+    def test_lag_report_before_any_sample(self):
+        c = self.cluster([make_monitor()]).start()
+        report = c.service.lag_report()
+        self.assertEqual((report["count"], report["p99_ms"], report["max_ms"], report["recent_ms"]),
+                         (0, None, None, []))
+
 
 class AdminHandlerTests(ServiceTestCase):
     """The daemon's admin handler routes 'monitor' requests and shows monitors in 'status'."""
@@ -545,6 +568,7 @@ class AdminHandlerTests(ServiceTestCase):
         status = handler.execute(AdminRequest("status"))
         self.assertEqual(status["monitors"][0]["servers"][0]["status"], "Suspend")
         self.assertEqual(status["monitor_recovery"], {"srv1": True, "srv2": True})
+        self.assertEqual(status["reactor_lag"], c.service.lag_report())
         self.successResultOf(handler.execute(AdminRequest("monitor", action="dummy", target="mon1", switch=True)))
         self.assertTrue(c.runner().dummy)
         failure = self.failureResultOf(handler.execute(AdminRequest("monitor", action="resume", target="nosuch")),
