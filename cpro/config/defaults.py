@@ -54,8 +54,8 @@ DEFAULTS = {
     "fip/deact/retry": 0,
     "fip/deact/action": 4,
     "fip/parameters/probe/count": 3,
-    "fip/parameters/probe/interval": 10,  # ms
-    "fip/parameters/probe/wait": 30,  # ms
+    "fip/parameters/probe/interval": 5,  # ms
+    "fip/parameters/probe/wait": 20,  # ms
     "fip/parameters/ping/use": 0,
     "fip/parameters/ping/timeout": 200,  # ms
     "fip/parameters/garp/count": 3,

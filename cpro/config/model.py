@@ -94,8 +94,8 @@ class FipParams:
     # Duplicate-address check before adding (RFC 5227-style ARP probes with
     # sender 0.0.0.0; IPv6: neighbour solicitations). count 0 disables it.
     probe_count: int = 3  # parameters/probe/count (cpro)
-    probe_interval: float = 0.01  # parameters/probe/interval, s (cpro, clp.conf in ms)
-    probe_wait: float = 0.03  # parameters/probe/wait, s after the last probe (cpro, ms)
+    probe_interval: float = 0.005  # parameters/probe/interval, s (cpro, clp.conf in ms)
+    probe_wait: float = 0.02  # parameters/probe/wait, s after the last probe (cpro, ms)
     ping_check: bool = False  # parameters/ping/use (cpro): also send ICMP echo to the address
     ping_timeout: float = 0.2  # parameters/ping/timeout, s (cpro, ms)
     # Gratuitous ARP / unsolicited neighbour advertisements after adding:

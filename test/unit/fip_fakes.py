@@ -188,7 +188,12 @@ def loopback():
     return eth(1, "lo", ("127.0.0.1/8",), mac="00:00:00:00:00:00", link_type=772)
 
 
+# The probe timing the tests were written with (the defaults may change).
+TEST_PROBE_TIMING = {"probe_interval": 0.02, "probe_wait": 0.05}
+
+
 def fip_config(ip="192.168.1.100", name="fip1", **params):
+    params = {**TEST_PROBE_TIMING, **params}
     return ResourceConfig(
         name=name,
         type="fip",

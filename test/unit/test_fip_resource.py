@@ -75,7 +75,7 @@ class ContractTests(FipTestCase):
 
 class ActivationTests(FipTestCase):
     def test_sequence(self):
-        resource, lan, netlink = make_fip(self.clock, probe_interval=0.02, probe_wait=0.05)
+        resource, lan, netlink = make_fip(self.clock)
         d = resource.activate(START)
         # Probes at 0, 20 and 40 ms from our MAC, claiming no address.
         self.run_for(0.089)
@@ -335,8 +335,7 @@ class DuplicateAddressTests(FipTestCase):
 
 class IPv6Tests(FipTestCase):
     def test_sequence(self):
-        resource, lan, netlink = make_fip(self.clock, ip="fd00::100", garp_repeat_delay=1.0, garp_repeat_count=1,
-                                          probe_interval=0.02, probe_wait=0.05)
+        resource, lan, netlink = make_fip(self.clock, ip="fd00::100", garp_repeat_delay=1.0, garp_repeat_count=1)
         d = resource.activate(START)
         self.run_for(0.09)
         self.successResultOf(d)
