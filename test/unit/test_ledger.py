@@ -273,13 +273,13 @@ class RealProcessCleanupTests(ProcessTestCase):
         self.residents = []
 
     @defer.inlineCallbacks
-    def sleeper(self, argv=("sleep", "30")):
-        """A resident process that leads its own group; waits until it does."""
+    def sleeper(self, argv=("sleep", "30"), processes=1):
+        """A resident process that leads its own group; waits until the group has that many processes."""
         resident = spawn_resident(reactor, list(argv), None, None)
         self.residents.append(resident)
         self.addCleanup(lambda: resident.terminate(0.1))
-        for _ in range(100):
-            if ProcTable().group_members(resident.pid):
+        for _ in range(200):
+            if len(ProcTable().group_members(resident.pid)) >= processes:
                 break
             yield task.deferLater(reactor, 0.01, lambda: None)
         return resident
@@ -302,7 +302,7 @@ class RealProcessCleanupTests(ProcessTestCase):
     @defer.inlineCallbacks
     def test_group_that_ignores_sigterm_gets_sigkill(self):
         script = write_script(self.dir, "stubborn.sh", "trap '' TERM\nsleep 30 &\nwait")
-        stubborn = yield self.sleeper([script])
+        stubborn = yield self.sleeper([script], processes=2)  # the trap is set once sleep runs
         Ledger(self.path).record("exec1", PROCESS_GROUP, process_group_value(stubborn.pid))
         report = yield cleanup_leftovers(reactor, Ledger(self.path), grace=0.3)
         self.assertEqual(report.removed, [f"process group {stubborn.pid} of exec1 (2 processes, SIGKILL)"])
