@@ -1,8 +1,11 @@
 """`make demo`: a two-server cluster on this machine fails over in front of you.
 
-    python -m cpro.demo [--interval-ms 200] [--timeout-ms 1000] [--keep] [--no-netns]
+    python -m cpro.demo [--interval-ms 200] [--timeout-ms 1000] [--keep] [--loopback] [--no-netns]
 
-Builds a LoopbackCluster (cpro.lab.loopback: two real `twistd cpro` daemons on
+As root (unless --loopback) it runs the network-namespace demo of
+cpro.demo_lab: servers and a client in their own namespaces, a floating IP,
+a server powered off, and the outage the client saw. Otherwise it builds a
+LoopbackCluster (cpro.lab.loopback: two real `twistd cpro` daemons on
 loopback addresses, inside a private network namespace when run as root) with
 one failover group whose exec resource starts a small TCP service
 asynchronously. It shows the cluster status (the real `clpstat`), asks the
@@ -77,8 +80,13 @@ def parse_args(argv):
     parser.add_argument("--timeout-ms", type=int, default=1000, help="heartbeat timeout (default 1000)")
     parser.add_argument("--keep", action="store_true", help="keep the lab directory (logs, config) afterwards")
     parser.add_argument("--no-netns", action="store_true",
-                        help="as root too, run on the host's loopback instead of a private network namespace")
-    return parser.parse_args(argv)
+                        help="with --loopback as root: use the host's loopback, not a private network namespace")
+    parser.add_argument("--loopback", action="store_true",
+                        help="as root too, run the loopback demo instead of the network-namespace lab")
+    args = parser.parse_args(argv)
+    if args.no_netns:
+        args.loopback = True
+    return args
 
 
 def step(text):
@@ -279,6 +287,14 @@ def _print_logs(demo):
 
 def main(reactor, *argv):
     args = parse_args(list(argv))
+    if os.geteuid() == 0 and not args.loopback:
+        from cpro import demo_lab
+
+        if "--interval-ms" not in argv:
+            args.interval_ms = 100
+        if "--timeout-ms" not in argv:
+            args.timeout_ms = 500
+        return demo_lab.main(reactor, args)
     return run_with_cleanup(reactor, lambda state: _main(reactor, args, state),
                             on_interrupt=lambda: say("\nstopping: cleaning up first"))
 
