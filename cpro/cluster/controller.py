@@ -268,6 +268,17 @@ class ClusterController:
         self._cancel_sync_timers()
         self._set_service(ClusterServiceState.RUNNING)
         self.alert("pm", 3, Level.INFO, "The cluster daemon has been started properly.")
+        # Groups of servers that died while we were starting are failed over
+        # even when auto start is off: that is placing orphans, not grabbing.
+        self._place_orphans()
+        if self._skip_auto_start is not None and not self._peers_reported():
+            # Alone after the wait: no live peer can be failing our old groups
+            # over, so this is an ordinary cluster start.
+            self.alert("pm", 23, Level.INFO,
+                       f"The previous cluster daemon on {self.local} did not stop cleanly ("
+                       f"{self._skip_auto_start}), but no other server is running: starting groups "
+                       f"as usual.")
+            self._skip_auto_start = None
         if self._skip_auto_start is not None:
             reason, self._skip_auto_start = self._skip_auto_start, None
             self.alert("pm", 22, Level.WARNING,
@@ -281,7 +292,7 @@ class ClusterController:
         holders = self.holders()
         eligible = self.eligible()
         for group in sorted(self.config.groups, key=lambda g: g.gid):
-            if not group.start_auto or group.name in holders:
+            if not group.start_auto or group.name in holders or group.name in self._orphans:
                 continue
             target = placement.choose_server(group, eligible, holders, self.groups_by_name)
             if target is None:
@@ -379,13 +390,15 @@ class ClusterController:
                        f"over when it resumes.")
             self._after_resume.append((server, held))
             return
-        if self.service is not ClusterServiceState.RUNNING:
+        if self.service not in (ClusterServiceState.RUNNING, ClusterServiceState.STARTING):
             return
         for g in held:
             if self.groups_by_name[g].failover_auto:
                 self._orphans[g] = server
             else:
                 self.alert("rc", 61, Level.WARNING, f"Group {g} is not failed over (manual failover).")
+        if self.service is ClusterServiceState.STARTING:
+            return  # placed when the startup synchronisation ends (_end_sync)
         self._place_orphans()
 
     def _prune_orphans(self):
