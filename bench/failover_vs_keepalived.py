@@ -178,8 +178,9 @@ def bench_cpro(reactor, workdir):
         def bring_up(server):
             lab.serve(server, PORT)
             lab.start(server)
-            yield lab.wait_until(lambda st: all(st[n]["cluster"]["status"] == "Online" for n in lab.names),
-                                 timeout=60, what="both servers Online")
+            yield lab.wait_until(lambda st: all(st[n]["cluster"]["status"] == "Online"
+                                                and st[n].get("service") == "Running" for n in lab.names),
+                                 timeout=60, what="both servers Online with their cluster service Running")
 
         outages = []
         for i in range(RUNS):
