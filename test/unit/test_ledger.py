@@ -301,8 +301,13 @@ class RealProcessCleanupTests(ProcessTestCase):
 
     @defer.inlineCallbacks
     def test_group_that_ignores_sigterm_gets_sigkill(self):
-        script = write_script(self.dir, "stubborn.sh", "trap '' TERM\nsleep 30 &\nwait")
-        stubborn = yield self.sleeper([script], processes=2)  # the trap is set once sleep runs
+        ready = os.path.join(self.dir, "ready")
+        script = write_script(self.dir, "stubborn.sh", f"trap '' TERM\nsleep 30 &\ntouch {ready}\nwait")
+        stubborn = yield self.sleeper([script], processes=2)
+        for _ in range(500):  # the trap is set and sleep forked once the marker exists
+            if os.path.exists(ready):
+                break
+            yield task.deferLater(reactor, 0.01, lambda: None)
         Ledger(self.path).record("exec1", PROCESS_GROUP, process_group_value(stubborn.pid))
         report = yield cleanup_leftovers(reactor, Ledger(self.path), grace=0.3)
         self.assertEqual(report.removed, [f"process group {stubborn.pid} of exec1 (2 processes, SIGKILL)"])
