@@ -135,8 +135,9 @@ class MonitorRunner:
 
     # -- lifecycle -----------------------------------------------------------
 
-    def start(self):
-        """Monitoring is wanted (cluster running, target active): first check after first_wait."""
+    def start(self, offset=0.0):
+        """Monitoring is wanted (cluster running, target active): first check after
+        first_wait (plus offset: the service spreads monitors that start together)."""
         if self.running:
             return
         self.running = True
@@ -144,7 +145,7 @@ class MonitorRunner:
         if self.holds:
             self._transition(MonitorState.SUSPENDED, alert=False)
             return
-        self._begin(self.config.first_wait, alert=True)
+        self._begin(self.config.first_wait + offset, alert=True)
 
     def stop(self):
         """Monitoring is no longer wanted. Returns a Deferred (the type's stop)."""
@@ -168,14 +169,14 @@ class MonitorRunner:
         self.on_change()
         return True
 
-    def resume(self, reason=BY_OPERATOR, alert=True):
-        """Release a hold; checks start again at once when nothing else holds them."""
+    def resume(self, reason=BY_OPERATOR, alert=True, offset=0.0):
+        """Release a hold; checks start again at once (after offset) when nothing else holds them."""
         if reason not in self.holds:
             return False
         self.holds.discard(reason)
         if self.running and not self.holds:
             self._generation += 1
-            self._begin(0, alert=alert)
+            self._begin(offset, alert=alert)
         self.on_change()
         return True
 

@@ -36,7 +36,7 @@ class Cluster:
     """srv1 (local, master) and srv2 (a peer that reports Running)."""
 
     def __init__(self, monitors, results=None, servers=("srv1", "srv2"), up=("srv2",), groups=None,
-                 peer_service="Running"):
+                 peer_service="Running", stagger=0.0):
         self.clock = task.Clock()
         self.config = dataclasses.replace(make_config(servers=servers, groups=groups), monitors=tuple(monitors))
         self.alerts = FakeAlerts()
@@ -59,7 +59,7 @@ class Cluster:
         self.script_result = ProcessResult(pid=1, exit_code=0, signal=None, timed_out=False, duration=0.0)
         self.service = MonitorService(self.clock, self.config, "srv1", self.controller, self.alerts,
                                       "/var/lib/cpro-test", "/var/log/cpro-test", self.os, types=self.types,
-                                      run_script=self._run_script)
+                                      run_script=self._run_script, stagger=stagger)
         self.controller.monitors = self.service
         self.controller.on_state_change = self.service.sync
         self.requests = OperatorRequests(self.controller)
@@ -365,6 +365,59 @@ class TimingTests(ServiceTestCase):
         self.assertEqual(c.service.runners, {})
         failure = self.failureResultOf(c.requests.monitor("suspend", "mon1"), OperationError)
         self.assertEqual(str(failure.value), "monitor mon1 does not run on srv1")
+
+
+class StaggerTests(ServiceTestCase):
+    """Monitors that start or resume together check stagger seconds apart, not all at once."""
+
+    def checks(self, c, names):
+        return [c.monitor(n).checks for n in names]
+
+    def test_monitors_starting_together_are_spread(self):
+        names = ["mon1", "mon2", "mon3"]
+        c = self.cluster([make_monitor(name=n, interval=10.0) for n in names], stagger=0.5).start()
+        c.clock.advance(0)
+        self.assertEqual(self.checks(c, names), [1, 0, 0])
+        c.clock.advance(0.5)
+        self.assertEqual(self.checks(c, names), [1, 1, 0])
+        c.clock.advance(0.5)
+        self.assertEqual(self.checks(c, names), [1, 1, 1])
+        c.clock.advance(10)  # each follows its own previous check: still spread
+        self.assertEqual(self.checks(c, names), [2, 2, 2])
+        c.clock.advance(0.4)
+        self.assertEqual(self.checks(c, names), [2, 2, 2])
+
+    def test_offsets_wrap_around_the_interval(self):
+        names = ["mon1", "mon2", "mon3"]
+        c = self.cluster([make_monitor(name=n, interval=1.0) for n in names], stagger=0.5).start()
+        c.clock.advance(0)
+        self.assertEqual(self.checks(c, names), [1, 0, 1])  # mon3: 1.0 s modulo the 1 s interval
+
+    def test_resume_of_one_is_at_once_resume_of_all_is_spread(self):
+        names = ["mon1", "mon2"]
+        c = self.cluster([make_monitor(name=n) for n in names], stagger=0.5).start()
+        c.clock.advance(1)
+        self.successResultOf(c.requests.monitor("suspend"))
+        self.successResultOf(c.requests.monitor("resume", "mon2"))
+        c.clock.advance(0)
+        self.assertEqual(self.checks(c, names), [1, 2])
+        self.successResultOf(c.requests.monitor("suspend", "mon2"))
+        self.successResultOf(c.requests.monitor("resume"))
+        c.clock.advance(0)
+        self.assertEqual(self.checks(c, names), [2, 2])
+        c.clock.advance(0.5)
+        self.assertEqual(self.checks(c, names), [2, 3])
+
+    def test_cluster_resume_is_spread(self):
+        names = ["mon1", "mon2"]
+        c = self.cluster([make_monitor(name=n) for n in names], stagger=0.5).start()
+        c.clock.advance(1)
+        c.controller.suspend()
+        c.controller.resume()
+        c.clock.advance(0)
+        self.assertEqual(self.checks(c, names), [2, 1])
+        c.clock.advance(0.5)
+        self.assertEqual(self.checks(c, names), [2, 2])
 
 
 class OperationTests(ServiceTestCase):
