@@ -78,14 +78,17 @@ class NetnsLab(DaemonCluster):
     change the attributes of the same names and call write_config() to regenerate):
       cluster_xml: inside <cluster>;  server_xml: {server: XML inside its <server>};
       heartbeat_xml: inside the root <heartbeat> of the paths (lanhb1 on eth0 and lanhb2 on
-        eth1 are always there);
+        eth1, or those of heartbeat_devices only: ("eth0",) = the interconnect alone);
       root_xml: inside <root> (groups, other sections);  resource_xml: inside <resource>;
       monitor_xml: inside <monitor>;  groups: simple exec groups as in LoopbackCluster.
+
+    start_supervised(server) runs a daemon under cpro-supervise (cpro.supervisor).
     """
 
     def __init__(self, reactor, workdir, servers=2, client=True, extra_hosts=(), *, interval_ms=100,
                  timeout_ms=500, sync_wait=20, key="lab-key", groups=(), cluster_xml="", server_xml=None,
-                 heartbeat_xml="", root_xml="", resource_xml="", monitor_xml="", threadpool=None):
+                 heartbeat_xml="", root_xml="", resource_xml="", monitor_xml="", threadpool=None,
+                 heartbeat_devices=("eth0", "eth1")):
         if not 0 <= servers < 100:
             raise ValueError("servers: 0 to 99 (addresses 10.0.0.100-199 are left for floating IPs)")
         self.reactor = reactor
@@ -102,6 +105,9 @@ class NetnsLab(DaemonCluster):
             raise ValueError(f"host names must be unique: {self.hosts}")
         if EXTRA_OCTET + len(self.extra_hosts) > 255:
             raise ValueError("too many extra hosts")
+        if not heartbeat_devices or set(heartbeat_devices) - set(LINKS):
+            raise ValueError(f"heartbeat_devices: some of {sorted(LINKS)}, not {heartbeat_devices!r}")
+        self.heartbeat_devices = tuple(heartbeat_devices)
         self.interval_ms = interval_ms
         self.timeout_ms = timeout_ms
         self.sync_wait = sync_wait
@@ -114,7 +120,8 @@ class NetnsLab(DaemonCluster):
         self.resource_xml = resource_xml
         self.monitor_xml = monitor_xml
         self.threadpool = threadpool
-        self.processes = {}  # server -> its daemon's LabProcess
+        self.processes = {}  # server -> its daemon's LabProcess (its supervisor's when supervised)
+        self._supervise = {}  # server -> cpro-supervise options, while start_supervised() starts it
         self.spawned = {host: [] for host in self.hosts}  # every LabProcess started in host
         self.faults = {}  # (host, dev) -> (direction, loss)
         self.powered_off = set()  # hosts server_down() powered off (see poweroffs() for the OS action's)
@@ -318,7 +325,20 @@ class NetnsLab(DaemonCluster):
         return out.strip() if code == 0 else None
 
     def daemon_argv(self, name, argv):
+        if name in self._supervise:
+            argv = [sys.executable, "-m", "cpro.supervisor", *self._supervise[name], "--", *argv]
         return self.in_host(name, argv)
+
+    def start_supervised(self, name, action=None, supervisor_args=(), extra_args=()):
+        """start(name) with cpro-supervise as the daemon's parent: it acts on a crash as
+        pm/exec0/recover in clp.conf says (action: restart|shutdown|reboot overrides it; the
+        lab's shutdown and reboot power off this host only). Returns the supervisor's
+        LabProcess (also processes[name]); the daemon is its child."""
+        self._supervise[name] = [*(["--action", action] if action else []), *supervisor_args]
+        try:
+            return self.start(name, extra_args)
+        finally:
+            del self._supervise[name]
 
     @defer.inlineCallbacks
     def ping(self, host, address, timeout=0.5):
@@ -490,6 +510,8 @@ class NetnsLab(DaemonCluster):
     def write_config(self, path=None):
         """Write clp.conf (path or config_path) from the lab and its fragments; returns the path."""
         servers = []
+        heartbeats = "".join(f'<lanhb name="lanhb{d + 1}"><priority>{d}</priority><device>{d}</device></lanhb>'
+                             for d, dev in enumerate(("eth0", "eth1")) if dev in self.heartbeat_devices)
         for i, name in enumerate(self.names):
             devices = "".join(
                 f'<device id="{p}"><type>lan</type><info>{self.address(name, dev)}</info></device>'
@@ -513,8 +535,7 @@ class NetnsLab(DaemonCluster):
   </cluster>
   {''.join(servers)}
   <heartbeat><types name="lanhb"/>
-    <lanhb name="lanhb1"><priority>0</priority><device>0</device></lanhb>
-    <lanhb name="lanhb2"><priority>1</priority><device>1</device></lanhb>
+    {heartbeats}
     {self.heartbeat_xml}
   </heartbeat>
   {groups}
