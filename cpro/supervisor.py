@@ -9,9 +9,11 @@ is the daemon's parent, so it sees the end of the daemon the moment it
 happens, and then does what pm/exec0/recover (ClusterConfig.
 daemon_failure_action, or --action) says:
 
-  restart   start the daemon again with --after-crash: the new incarnation
-            removes what the old one left (resources/ledger.py) before the
-            peers hear of it and rejoins without auto-starting groups. At most
+  restart   delete the floating IPs the daemon left (a peer whose heartbeat
+            timeout ends first must find them gone), then start the daemon
+            again with --after-crash: the new incarnation removes the rest of
+            what the old one left (resources/ledger.py) before the peers hear
+            of it and rejoins without auto-starting groups. At most
             --max-restarts restarts within --restart-window seconds; the crash
             after that runs the shutdown action instead.
   shutdown  (the default, as in the original) remove what the daemon left,
@@ -57,7 +59,15 @@ from twisted.internet import defer, error, protocol
 from twisted.python import usage
 
 from cpro import crashnote, exitcodes
-from cpro.resources.ledger import LEDGER_NAME, Ledger, boot_id, cleanup_leftovers, default_removers, read_ledger_file
+from cpro.resources.ledger import (
+    ADDRESS,
+    LEDGER_NAME,
+    Ledger,
+    boot_id,
+    cleanup_leftovers,
+    default_removers,
+    read_ledger_file,
+)
 from cpro.resources.process import CommandError, run_command
 
 EXIT_SERVER_DOWN = 8  # the daemon crashed and the server-down action ran
@@ -263,6 +273,20 @@ class Supervisor:
             if len(self.restarts) < self.max_restarts and not self.stopping:
                 self.restarts.append(now)
                 detail = f"restart {len(self.restarts)} of at most {self.max_restarts} in {self.restart_window:g} s"
+                # The peers fail over when their heartbeat timeout ends, which can
+                # come before the new daemon has started and removed the old
+                # floating IPs: their duplicate check would refuse the addresses
+                # and the groups would stay down. Deleting an address takes
+                # milliseconds; the new daemon removes the rest (process groups
+                # get a SIGTERM grace) and reports its leftovers as usual.
+                removed = yield self._remove_addresses()
+                if removed:
+                    detail += f"; removed {'; '.join(removed)} before restarting it"
+                if self.stopping:  # a stop request came during the removal
+                    self._note(pid, exit_code, sig, "restart", detail + "; stopped instead of restarting")
+                    self._busy = False
+                    self._finish(0)
+                    return
                 self._note(pid, exit_code, sig, "restart", detail)
                 self.say(f"restarting the daemon with --after-crash ({detail})")
                 self._busy = False
@@ -282,6 +306,28 @@ class Supervisor:
                                                          f"{crashnote.how_it_ended(exit_code, sig)}")
         self._busy = False
         self._finish(code)
+
+    @defer.inlineCallbacks
+    def _remove_addresses(self):
+        """Delete the addresses the dead daemon's ledger records; their entries stay for the
+        next daemon's cleanup. Returns what was removed, as phrases."""
+        remover = self.removers.get(ADDRESS)
+        removed = []
+        if remover is None:
+            return removed
+        for entry in Ledger(self.ledger_path).leftovers():
+            if entry.kind != ADDRESS:
+                continue
+            try:
+                where = yield defer.maybeDeferred(remover, entry.value).addTimeout(10, self.reactor)
+            except Exception as e:
+                self.say(f"cannot remove {entry.describe()}: {e}")
+                continue
+            if where:
+                removed.append(entry.describe())
+        if removed:
+            self.say(f"removed {'; '.join(removed)} before restarting the daemon")
+        return removed
 
     def _note(self, pid, exit_code, sig, action, detail):
         try:

@@ -209,6 +209,47 @@ class SupervisorTests(SynchronousTestCase):
         self.assertEqual(len(self.reactor.spawned), 2)  # then the action
         self.assertEqual(Ledger(os.path.join(self.state_dir, LEDGER_NAME)).leftovers(), [])
 
+    def test_restart_removes_the_addresses_before_the_new_daemon(self):
+        # A peer whose heartbeat timeout ends before the new daemon runs must
+        # find the address gone, or its duplicate check refuses the group.
+        ledger_path = os.path.join(self.state_dir, LEDGER_NAME)
+        Ledger(ledger_path).record("fip1", ADDRESS, "10.0.0.5")
+        removed = []
+        sup = self.supervisor("restart")
+        sup.removers = {ADDRESS: lambda ip: removed.append((ip, len(self.reactor.spawned))) or ["eth1"]}
+        sup.start()
+        self.reactor.end(sig=signal.SIGKILL)
+        self.assertEqual(removed, [("10.0.0.5", 1)])  # before the second spawn
+        self.assertIn("--after-crash", self.reactor.spawned[-1][1])
+        # The entry stays: the new daemon's cleanup reports it (pm 21).
+        self.assertEqual([e.value for e in Ledger(ledger_path).leftovers()], ["10.0.0.5"])
+        [note] = self.notes()
+        self.assertIn("removed address 10.0.0.5 of fip1 before restarting it", crashnote.describe(note))
+
+    def test_restart_after_a_failed_address_removal_still_restarts(self):
+        Ledger(os.path.join(self.state_dir, LEDGER_NAME)).record("fip1", ADDRESS, "10.0.0.5")
+        sup = self.supervisor("restart")
+        sup.removers = {ADDRESS: lambda ip: 1 / 0}
+        sup.start()
+        self.reactor.end(sig=signal.SIGKILL)
+        self.assertEqual(len(self.reactor.spawned), 2)
+        self.assertTrue(any("cannot remove address 10.0.0.5 of fip1" in s for s in self.said), self.said)
+
+    def test_stop_during_the_address_removal_does_not_restart(self):
+        from twisted.internet import defer
+
+        Ledger(os.path.join(self.state_dir, LEDGER_NAME)).record("fip1", ADDRESS, "10.0.0.5")
+        pending = defer.Deferred()
+        sup = self.supervisor("restart")
+        sup.removers = {ADDRESS: lambda ip: pending}
+        d = sup.start()
+        self.reactor.end(sig=signal.SIGKILL)
+        sup.stop()
+        self.assertNoResult(d)
+        pending.callback(["eth1"])
+        self.assertEqual(self.successResultOf(d), 0)
+        self.assertEqual(len(self.reactor.spawned), 1)
+
     def test_stop_forwards_the_signal_and_is_not_a_crash(self):
         sup = self.supervisor("restart")
         d = sup.start()
