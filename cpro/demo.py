@@ -129,13 +129,6 @@ class Demo:
                 raise DemoError(f"the daemon of {name} exited with code {proto.exit_code}: {last}")
         return True
 
-    def env(self):
-        from cpro.lab.loopback import REPO_ROOT
-
-        env = dict(os.environ)
-        env["PYTHONPATH"] = REPO_ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        return env
-
     async def run(self):
         lab, args = self.lab, self.args
         step("Preparing a two-server cluster on this machine")
@@ -198,19 +191,13 @@ class Demo:
         say(indent(old))
         if old.startswith("hello from"):
             say(f"    The old service process on {active} is left behind: a SIGKILLed daemon cannot stop")
-            say("    the process it started, and no crash supervisor cleans up after it yet (a later feature).")
-            say("    In a real cluster the dead server's service goes down with the server.")
+            say("    the process it started. Under cpro-supervise (as the service units run it) the")
+            say("    restarted daemon removes it first; a dead server's service goes down with the server.")
         say(f"\nfailover took {took:.2f} s")
         return took
 
     async def show_clpstat(self, name):
-        step(f"clpstat on {name}")
-        clpstat = os.path.join(os.path.dirname(sys.executable), "clpstat")
-        argv = [clpstat] if os.path.exists(clpstat) else [sys.executable, "-m", "cpro.cli.clpstat"]
-        code, out = await run(self.reactor, argv + ["--admin", self.lab.admin_endpoint(name)], env=self.env())
-        say(indent(out))
-        if code != 0:
-            raise DemoError(f"clpstat on {name} exited with code {code}")
+        await show_clpstat(self.reactor, self.lab, name)
 
     async def ask(self, name, tries=50):
         """One request to the service on name's address; retried while the service is still binding."""
@@ -236,6 +223,19 @@ class Demo:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
 
+async def show_clpstat(reactor, lab, name):
+    """Run the real clpstat against server name's admin socket and print it."""
+    from cpro.lab.common import lab_env
+
+    step(f"clpstat on {name}")
+    clpstat = os.path.join(os.path.dirname(sys.executable), "clpstat")
+    argv = [clpstat] if os.path.exists(clpstat) else [sys.executable, "-m", "cpro.cli.clpstat"]
+    code, out = await run(reactor, argv + ["--admin", lab.admin_endpoint(name)], env=lab_env())
+    say(indent(out))
+    if code != 0:
+        raise DemoError(f"clpstat on {name} exited with code {code}")
+
+
 def _agreed_holder(statuses, observers):
     holders = {group_current(statuses, GROUP, o) for o in observers}
     if len(holders) == 1:
@@ -243,8 +243,10 @@ def _agreed_holder(statuses, observers):
     return None
 
 
-async def _main(reactor, args, state):
-    demo = Demo(reactor, args)
+async def _main(reactor, args, state, make_demo=None):
+    """Run a demo (an object with run(), destroy(keep), workdir and lab), clean up
+    whatever happens, and end with the documented exit status."""
+    demo = (make_demo or Demo)(reactor, args)
     code, keep = 0, args.keep
     try:
         await demo.run()
@@ -274,7 +276,7 @@ async def _main(reactor, args, state):
 def _print_logs(demo):
     say(f"lab status summary and logs are in {demo.workdir}")
     for name in demo.lab.names:
-        path = os.path.join(demo.workdir, f"{name}.out")
+        path = os.path.join(demo.lab.workdir, f"{name}.out")
         try:
             with open(path) as f:
                 tail = f.read().strip().splitlines()[-5:]
@@ -294,7 +296,8 @@ def main(reactor, *argv):
             args.interval_ms = 100
         if "--timeout-ms" not in argv:
             args.timeout_ms = 500
-        return demo_lab.main(reactor, args)
+        return run_with_cleanup(reactor, lambda state: _main(reactor, args, state, demo_lab.LabDemo),
+                                on_interrupt=lambda: say("\nstopping: cleaning up first"))
     return run_with_cleanup(reactor, lambda state: _main(reactor, args, state),
                             on_interrupt=lambda: say("\nstopping: cleaning up first"))
 

@@ -9,7 +9,8 @@ is powered off (every process in its namespace killed, its links cut at
 the switch, as a dead machine looks); the demo shows the group and the
 floating IP on the other server, the client's ARP entry following it, and
 the outage the client saw. Everything is removed at the end, on failure and
-on Ctrl-C alike; the lab's OS actions power off only a lab namespace.
+on Ctrl-C alike (cpro.demo runs it); the lab's OS actions power off only a
+lab namespace.
 """
 
 import os
@@ -20,7 +21,8 @@ import time
 
 from twisted.internet import task
 
-from cpro.lab.common import LabError, run, run_with_cleanup
+from cpro.demo import DemoError, say, show_clpstat, step
+from cpro.lab.common import group_current
 from cpro.lab.netns import NetnsLab
 from cpro.lab.probe import outage, read_probes
 
@@ -47,22 +49,6 @@ while True:
 GROUP_XML = f"""
 <group name="{GROUP}"><resource name="fip@fip1"/><resource name="exec@web"/></group>
 """
-
-
-class DemoError(Exception):
-    pass
-
-
-def step(text):
-    print(f"\n==> {text}", flush=True)
-
-
-def say(text=""):
-    print(text, flush=True)
-
-
-def indent(text, prefix="    "):
-    return "\n".join(prefix + line for line in text.rstrip().splitlines())
 
 
 class LabDemo:
@@ -140,15 +126,7 @@ class LabDemo:
         return seconds
 
     async def clpstat(self, name):
-        step(f"clpstat on {name}")
-        clpstat = os.path.join(os.path.dirname(sys.executable), "clpstat")
-        argv = [clpstat] if os.path.exists(clpstat) else [sys.executable, "-m", "cpro.cli.clpstat"]
-        from cpro.lab.common import lab_env
-
-        code, out = await run(self.reactor, argv + ["--admin", self.lab.admin_endpoint(name)], env=lab_env())
-        say(indent(out))
-        if code != 0:
-            raise DemoError(f"clpstat on {name} exited with code {code}")
+        await show_clpstat(self.reactor, self.lab, name)
 
     async def destroy(self, keep):
         step("Cleaning up: every lab process, namespace, bridge and rule")
@@ -160,39 +138,5 @@ class LabDemo:
 
 
 def _holder(statuses, observers):
-    from cpro.lab.common import group_current
-
     holders = {group_current(statuses, GROUP, o) for o in observers}
     return holders.pop() if len(holders) == 1 else None
-
-
-async def _main(reactor, args, state):
-    demo = LabDemo(reactor, args)
-    code, keep = 0, args.keep
-    try:
-        await demo.run()
-    except (DemoError, LabError) as e:
-        say(f"\ndemo failed: {e}")
-        code, keep = 1, True
-    except Exception as e:  # the demo must clean up and explain whatever happened
-        if state.get("interrupted"):
-            say("\ninterrupted")
-            code = 130
-        else:
-            say(f"\ndemo failed unexpectedly: {type(e).__name__}: {e}")
-            code, keep = 1, True
-    finally:
-        state["cleaning"] = True
-        try:
-            await demo.destroy(keep)
-        except Exception as e:
-            say(f"cleanup failed: {e}; run `python -m cpro.lab.netns cleanup`")
-            code = code or 1
-    if state.get("interrupted") and code == 0:
-        code = 130
-    raise SystemExit(code)
-
-
-def main(reactor, args):
-    return run_with_cleanup(reactor, lambda state: _main(reactor, args, state),
-                            on_interrupt=lambda: say("\nstopping: cleaning up first"))
