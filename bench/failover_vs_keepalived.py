@@ -163,6 +163,17 @@ def measure(lab, prober, bring_up):
 
 
 @defer.inlineCallbacks
+def measure_runs(label, lab, prober, bring_up):
+    outages = []
+    for i in range(RUNS):
+        seconds, before, after = yield measure(lab, prober, bring_up)
+        outages.append(seconds)
+        print(f"{label} run {i + 1:2d}: {before} -> {after}: "
+              f"{'not recovered' if seconds is None else f'{seconds * 1000:.0f} ms'}", flush=True)
+    return outages
+
+
+@defer.inlineCallbacks
 def bench_cpro(reactor, workdir):
     lab = NetnsLab(reactor, os.path.join(workdir, "cpro"), servers=2, interval_ms=100, timeout_ms=300,
                    sync_wait=10, root_xml=FIP_GROUP, resource_xml=FIP_RESOURCE)
@@ -182,12 +193,7 @@ def bench_cpro(reactor, workdir):
                                                 and st[n].get("service") == "Running" for n in lab.names),
                                  timeout=60, what="both servers Online with their cluster service Running")
 
-        outages = []
-        for i in range(RUNS):
-            seconds, before, after = yield measure(lab, prober, bring_up)
-            outages.append(seconds)
-            print(f"cpro run {i + 1:2d}: {before} -> {after}: "
-                  f"{'not recovered' if seconds is None else f'{seconds * 1000:.0f} ms'}", flush=True)
+        outages = yield measure_runs("cpro", lab, prober, bring_up)
         return outages
     finally:
         yield lab.destroy()
@@ -225,12 +231,7 @@ def bench_keepalived(reactor, workdir):
             yield sleep(reactor, 1.0)  # let it settle as backup (nopreempt: the VIP stays)
             yield holder(lab)
 
-        outages = []
-        for i in range(RUNS):
-            seconds, before, after = yield measure(lab, prober, bring_up)
-            outages.append(seconds)
-            print(f"keepalived run {i + 1:2d}: {before} -> {after}: "
-                  f"{'not recovered' if seconds is None else f'{seconds * 1000:.0f} ms'}", flush=True)
+        outages = yield measure_runs("keepalived", lab, prober, bring_up)
         return outages
     finally:
         yield lab.destroy()
