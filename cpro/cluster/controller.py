@@ -20,18 +20,15 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from cpro.cluster import placement
+from cpro.cluster.errors import OperationError  # noqa: F401  (re-exported)
 from cpro.cluster.escalation import ActivationEscalation, FinalAction
-from cpro.cluster.recovery import MonitorFinalAction
-from cpro.cluster.states import ClusterServiceState, GroupState, Level, MonitorState, PathState, ResourceState
+from cpro.cluster.monitoractions import MonitorRecoveryActions
+from cpro.cluster.states import ClusterServiceState, GroupState, Level, MonitorState, PathState
 
 log = Logger()
 
 # Servers in these service states may be given groups.
 TAKING_GROUPS = (ClusterServiceState.RUNNING.value, ClusterServiceState.STARTING.value)
-
-
-class OperationError(Exception):
-    """An operator or peer request that was refused; str() is the reason."""
 
 
 @dataclass
@@ -81,7 +78,7 @@ def _monitor_entry(value):
     return entry
 
 
-class ClusterController:
+class ClusterController(MonitorRecoveryActions):
     def __init__(self, clock, config, local, groups, peers, alerts, os_actions, incarnation):
         """
         @param groups: group name -> LocalGroup for every group in the configuration.
@@ -689,135 +686,3 @@ class ClusterController:
                 raise OperationError(f"monitors are not available on {self.local}")
             return self.monitors.operate(dict(args))
         raise OperationError(f"unknown request: {op}")
-
-    # -- monitor recovery ------------------------------------------------------
-    # The monitor service (cpro.services.monitors) decides the step with
-    # cpro.cluster.recovery; these carry it out on the groups.
-
-    def begin_recovery(self, group, monitor):
-        """Mark group: monitor's recovery sequence runs; racing operator requests are refused."""
-        if self._recovering.get(group) != monitor:
-            self._recovering[group] = monitor
-            self.notify_changed()
-
-    def end_recovery(self, group, monitor):
-        if group in self._recovering and self._recovering[group] == monitor:
-            del self._recovering[group]
-            self.notify_changed()
-
-    def recovery_in_progress(self, group):
-        """(server, monitor) of a recovery sequence for group, here or on a live peer, else None."""
-        if group in self._recovering:
-            return self.local, self._recovering[group]
-        for server, report in sorted(self.reports.items()):
-            if self.peer_up(server) and group in report.recovering:
-                return server, report.recovering[group]
-        return None
-
-    def refuse_during_recovery(self, group, what):
-        found = self.recovery_in_progress(group)
-        if found is not None:
-            server, monitor = found
-            raise OperationError(f"cannot {what}: monitor {monitor} is recovering group {group} on {server}; "
-                                 f"try again after its final action or when it returns to normal")
-
-    def recoveries_on(self, server):
-        """group -> monitor of the recovery sequences running on server."""
-        if server == self.local:
-            return dict(self._recovering)
-        report = self.reports.get(server)
-        return dict(report.recovering) if report is not None and self.peer_up(server) else {}
-
-    def resource_active(self, resource):
-        """True when the resource is up (or failed while up) on this server."""
-        rcfg = self.config.resource(resource)
-        group = self.groups.get(rcfg.group) if rcfg is not None else None
-        if group is None:
-            return False
-        return group.resource_states.get(resource) in (ResourceState.ONLINE, ResourceState.ONLINE_FAILURE)
-
-    def resource_online(self, resource):
-        rcfg = self.config.resource(resource)
-        group = self.groups.get(rcfg.group) if rcfg is not None else None
-        return group is not None and group.resource_states.get(resource) is ResourceState.ONLINE
-
-    def group_active(self, name):
-        group = self.groups.get(name)
-        return group is not None and group.state in (GroupState.ONLINE, GroupState.ONLINE_FAILURE)
-
-    def failover_target(self, name):
-        """The server a monitor would fail group name over to now, or None."""
-        return placement.next_server(self.groups_by_name[name], self.local, self.eligible(starting=False),
-                                     self.holders(), self.groups_by_name)
-
-    def others_running(self):
-        """Another server runs the cluster service normally (final actions are not suppressed)."""
-        return bool(self.eligible(starting=False) - {self.local})
-
-    @defer.inlineCallbacks
-    def restart_resource_for_monitor(self, resource, monitor):
-        """Reactivation of a resource: deactivate and activate it within its group."""
-        group = self._resource_group(resource)
-        self.alert("rc", 80, Level.INFO, f"Restarting resource {resource} (monitor {monitor}).")
-        outcome = yield self._locked(group.name, group.deactivate_resource, resource, factor="RESOURCERESTART")
-        if outcome.ok:
-            outcome = yield self._locked(group.name, group.activate_resource, resource, "START")
-        if not outcome.ok:
-            self.alert("rc", 82, Level.ERROR, f"Failed to restart resource {resource}. ({outcome.error})")
-            raise OperationError(f"resource {resource} failed to restart: {outcome.error}")
-        self.alert("rc", 81, Level.INFO, f"Resource {resource} has been restarted.")
-        return {"message": f"resource {resource} restarted on {self.local}"}
-
-    @defer.inlineCallbacks
-    def restart_group_for_monitor(self, name, monitor):
-        """Reactivation of a group: stop it here and start it here again."""
-        self.group(name)
-        self.alert("rc", 70, Level.INFO, f"Restarting group {name} (monitor {monitor}).")
-        try:
-            yield self.stop_group_local(name, factor="GROUPRESTART")
-            result = yield self.start_group_local(name, event="START")
-        except Exception as e:
-            self.alert("rc", 72, Level.ERROR, f"Failed to restart group {name}. ({e})")
-            raise
-        if not self.group_active(name):
-            self.alert("rc", 72, Level.ERROR, f"Failed to restart group {name}. ({result.get('message', '')})")
-            raise OperationError(result.get("message") or f"group {name} did not start again")
-        self.alert("rc", 71, Level.INFO, f"Group {name} has been restarted.")
-        return result
-
-    @defer.inlineCallbacks
-    def failover_group_for_monitor(self, name, monitor):
-        """Stop group name here and start it on the next server of its policy. Returns that server."""
-        target = self.failover_target(name)
-        if target is None:
-            self.alert("rc", 61, Level.ERROR, f"There is no appropriate destination for the group {name}.")
-            raise OperationError(f"no other server can take group {name}")
-        self.alert("rc", 60, Level.INFO, f"Server {target} has been set as the destination for the group "
-                                          f"{name} (reason: error detected by monitor {monitor}).")
-        yield self.stop_group_local(name, factor="GROUPFAILOVER")
-        yield self.call(target, "group_start_local", group=name, event="FAILOVER")
-        return target
-
-    @defer.inlineCallbacks
-    def final_action_for_monitor(self, action, monitor, group=None, resource=None):
-        """Carry out a monitor's final action (a L{MonitorFinalAction}).
-
-        @param group: the group of the recovery target (None for LocalServer).
-        @param resource: the resource of a 'rsc' recovery target.
-        """
-        action = MonitorFinalAction.from_code(action)
-        reason = f"final action of monitor {monitor}"
-        if action is MonitorFinalAction.STOP_GROUP:
-            names = [group] if group else [n for n in self.groups if self.group_active(n)]
-            for name in names:
-                yield self.stop_group_local(name, factor="GROUPSTOP")
-        elif action is MonitorFinalAction.STOP_RESOURCE:
-            if resource is None:
-                raise OperationError(f"{reason}: 'stop resource' needs a resource as the recovery target")
-            yield self.stop_resource_local(resource)
-        elif action.stops_service:
-            yield self.stop_service(move_groups=True, keep_failed=group)
-            if action is MonitorFinalAction.STOP_SERVICE_AND_SHUTDOWN:
-                yield self.os_actions.run("shutdown", reason)
-            elif action is MonitorFinalAction.STOP_SERVICE_AND_REBOOT:
-                yield self.os_actions.run("reboot", reason)
