@@ -153,7 +153,7 @@ class ClpcfchkTests(SynchronousTestCase):
         self.assertNotIn("keyfile", out)
 
     def test_examples(self):
-        for name in ("two-server", "three-server"):
+        for name in ("two-server", "three-server", "floating-ip"):
             path = os.path.join(REPO, "examples", name, "clp.conf")
             code, out, _ = self.run_main(path)
             # logger may be missing on a minimal host: that is only a warning.

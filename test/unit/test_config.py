@@ -790,7 +790,7 @@ class ActivationOrderTests(SynchronousTestCase):
 
 class ExampleTests(SynchronousTestCase):
     def test_examples_load(self):
-        for name, servers, groups in (("two-server", 2, 1), ("three-server", 3, 2)):
+        for name, servers, groups in (("two-server", 2, 1), ("three-server", 3, 2), ("floating-ip", 2, 1)):
             config, warnings = load_config(os.path.join(REPO, "examples", name, "clp.conf"))
             self.assertEqual(warnings, ())
             self.assertEqual(len(config.servers), servers)
@@ -799,7 +799,7 @@ class ExampleTests(SynchronousTestCase):
             self.assertEqual(config.startup_sync_wait, 30.0)
             self.assertEqual([h.name for h in config.heartbeats], ["lanhb1", "lanhb2"])
             self.assertEqual(config.os_actions.shutdown[:3], ("logger", "-t", "cpro-example"))
-            for resource in config.resources:
+            for resource in (r for r in config.resources if r.type == "exec"):
                 self.assertTrue(os.access(resource.params.start_path, os.X_OK))
                 self.assertTrue(os.access(resource.params.stop_path, os.X_OK))
 
