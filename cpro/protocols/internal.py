@@ -72,10 +72,16 @@ class PushState(amp.Command):
 
 
 class Call(amp.Command):
-    """Ask the receiver to perform an operation (see ClusterController.handle_call)."""
+    """Ask the receiver to perform an operation (see ClusterController.handle_call).
+
+    The answer carries the receiver's state report as it is after the
+    operation: pushed reports travel on the receiver's own link, which may
+    deliver them after this answer, and a caller that acts next (the second
+    half of a move) must already see what the operation changed.
+    """
 
     arguments = [(b"op", amp.Unicode()), (b"args", JSON())]
-    response = [(b"result", JSON())]
+    response = [(b"result", JSON()), (b"report", JSON(optional=True))]
     errors = {OperationRefused: b"REFUSED"}
 
 

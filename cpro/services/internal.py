@@ -126,7 +126,7 @@ class InternalProtocol(amp.AMP):
             log.failure("request {op} from {p} failed", f, op=op, p=self.peer)
             raise wire.OperationRefused(f"internal error: {f.value}")
 
-        d.addCallbacks(lambda r: {"result": r or {}}, refused)
+        d.addCallbacks(lambda r: {"result": r or {}, "report": self.hub.controller.local_report()}, refused)
         return d
 
     @wire.GetConfig.responder
@@ -368,6 +368,8 @@ class InternalService(service.MultiService):
         d = link.call(wire.Call, op=op, args=args)
 
         def unwrap(r):
+            if r.get("report") is not None:
+                self.controller.peer_report(server, r["report"])
             return r["result"]
 
         def refused(f):

@@ -218,6 +218,12 @@ class OperationTests(ClusterTestCase):
         self.assertEqual(code, 0, out)
         self.assertIn("failover1", out)
         self.assertIn("srv2", out)
+        # Moved back, asked on the server that does not hold it: it stops the
+        # group on srv2 and must see that at once to start it itself.
+        code, out = yield run(reactor, [_bin("clpgrp"), "-m", "failover1", "-h", "srv1",
+                                        "--admin", lab.admin_endpoint("srv1")], env=_env())
+        self.assertEqual(code, 0, out)
+        yield lab.wait_until(online_on("failover1", "srv1", lab.names))
         code, out = yield run(reactor, [_bin("clpgrp"), "-m", "nosuchgroup",
                                         "--admin", lab.admin_endpoint("srv1")], env=_env())
         self.assertNotEqual(code, 0)
