@@ -4,7 +4,9 @@ A runner owns when checks run and what their results mean; the monitor type
 (an L{cpro.interfaces.IMonitor}) only looks. Clock-injected, no I/O:
 
 - after start, the first check waits ``first_wait``; each next check starts
-  ``interval`` after the previous one ended (checks never overlap);
+  ``interval`` after the previous one ended (checks never overlap), less the
+  time the previous one started late, up to a tenth of the interval (so
+  that monitors delayed by one busy moment keep their own phases);
 - a check that has not answered within ``timeout`` is cancelled (the type
   kills whatever it started) and counts as an error, retried or not
   (``timeout_retry``);
@@ -33,6 +35,11 @@ BY_OPERATOR = "operator"
 BY_CLUSTER = "cluster"
 
 DUMMY_FAILURE_TEXT = "dummy failure"
+# A check that started late (the reactor was busy) takes up to this share of
+# the interval off the wait before the next one. Without it, every monitor
+# delayed by one busy moment would start together and then check together at
+# every interval: the clump grows heavier each time something else stalls.
+CATCH_UP_SHARE = 0.1
 MAX_ERROR_TEXT = 512  # bounds what one monitor adds to alerts and state reports
 
 
@@ -71,6 +78,8 @@ class MonitorRunner:
         self.checks = 0
         self._generation = 0  # bumped on every halt: late callbacks of older checks are ignored
         self._timer = None  # the next check
+        self._due = None  # when the next check was due to start
+        self._late = 0.0  # how late the check in progress started
         self._deadline = None  # the timeout of the check in progress
         self._inflight = None  # the Deferred of the check in progress
         self._expired = False
@@ -233,6 +242,7 @@ class MonitorRunner:
     def _schedule(self, generation, delay):
         if generation != self._generation or not self.active:
             return
+        self._due = self.clock.seconds() + delay
         self._timer = self.clock.callLater(delay, self._check, generation)
 
     def _check(self, generation):
@@ -240,6 +250,7 @@ class MonitorRunner:
         if generation != self._generation:
             return
         started = self.clock.seconds()
+        self._late = max(0.0, started - self._due) if self._due is not None else 0.0
         if self.dummy:
             self._finished(generation, started, CheckResult.error(DUMMY_FAILURE_TEXT), timed_out=False,
                            dummy=True)
@@ -289,7 +300,7 @@ class MonitorRunner:
         self.checks += 1
         if not timed_out and not dummy:
             self._delay_warning(duration)
-        interval = self.config.interval
+        interval = self.config.interval - min(self._late, self.config.interval * CATCH_UP_SHARE)
         if result.status is CheckStatus.NORMAL:
             self.consecutive_errors = 0
             self.last_message = _text(result.message)
@@ -317,7 +328,7 @@ class MonitorRunner:
         self._transition(MonitorState.ERROR, self.last_error)
         d = defer.maybeDeferred(self.on_error, self, result, timed_out)
         d.addErrback(lambda f: log.failure("monitor {m}: recovery failed", f, m=self.name))
-        d.addCallback(lambda _: self._schedule(generation, interval))
+        d.addCallback(lambda _: self._schedule(generation, self.config.interval))
         return None
 
     def _delay_warning(self, duration):

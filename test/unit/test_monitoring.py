@@ -100,6 +100,31 @@ class ScheduleTests(RunnerTestCase):
         h.clock.advance(0.1)
         self.assertEqual(h.monitor.checks, 2)
 
+    def test_a_late_start_is_caught_up_at_the_next_check(self):
+        # The reactor was busy: the check due at 0 ran at 0.5. The next one
+        # keeps the monitor's phase (10), so monitors delayed together do not
+        # go on checking together.
+        h = self.harness()
+        h.runner.start()
+        h.clock.advance(0.5)
+        self.assertEqual(h.monitor.checks, 1)
+        h.clock.advance(9.4)
+        self.assertEqual(h.monitor.checks, 1)
+        h.clock.advance(0.1)
+        self.assertEqual(h.monitor.checks, 2)
+        h.clock.advance(10)  # on time: a full interval again
+        self.assertEqual(h.monitor.checks, 3)
+
+    def test_catch_up_is_at_most_a_tenth_of_the_interval(self):
+        h = self.harness()
+        h.runner.start()
+        h.clock.advance(3)  # ran 3 s late
+        self.assertEqual(h.monitor.checks, 1)
+        h.clock.advance(8.9)
+        self.assertEqual(h.monitor.checks, 1)
+        h.clock.advance(0.1)  # 9 s after it, not 7
+        self.assertEqual(h.monitor.checks, 2)
+
     def test_error_confirmed_after_retries(self):
         h = self.harness([BAD, BAD, OK, BAD, BAD, BAD], retry=2)
         h.runner.start()
