@@ -152,7 +152,7 @@ class MonitorService(service.Service):
         super().startService()
         for name, why in sorted(self.broken.items()):
             self.alerts.emit("rm", 6, Level.ERROR, f"Monitor configuration of {name} is invalid. ({why})")
-        self._schedule_lag()
+        self._schedule_lag(self.reactor.seconds() + self.lag_interval)
         self.sync()
 
     def stopService(self):
@@ -233,19 +233,22 @@ class MonitorService(service.Service):
         runner = self.runners.get(name)
         return runner.state if runner is not None else None
 
-    def _schedule_lag(self):
-        # One callLater at a time, each lag_interval after the previous sample
-        # ran: a LoopingCall keeps to its grid instead, so a sample as late as
-        # the previous one would read as no lag at all.
-        self._lag_expected = self.reactor.seconds() + self.lag_interval
-        self._lag_call = self.reactor.callLater(self.lag_interval, self._measure_lag)
+    def _schedule_lag(self, due):
+        # Samples keep to a fixed grid, so they fall evenly over whatever
+        # periodic work the daemon does; one that ran late is measured against
+        # its own slot (slots missed during a stall are skipped).
+        now = self.reactor.seconds()
+        if due <= now:
+            due += math.ceil((now - due) / self.lag_interval + 1e-9) * self.lag_interval
+        self._lag_expected = due
+        self._lag_call = self.reactor.callLater(due - now, self._measure_lag)
 
     def _measure_lag(self):
         self._lag_call = None
         self.lag = max(0.0, self.reactor.seconds() - self._lag_expected)
         self._lag_samples.append(self.lag)
         self._lag_count += 1
-        self._schedule_lag()
+        self._schedule_lag(self._lag_expected + self.lag_interval)
 
     def lag_report(self):
         """Reactor lag over the last samples, in ms: {"interval_s", "count" (samples

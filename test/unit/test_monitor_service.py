@@ -578,19 +578,28 @@ class StatusTests(ServiceTestCase):
     def test_reactor_lag_of_every_late_sample(self):
         # Each sample 0.3 s late: every one of them reads 0.3 s, not only the first.
         c = self.cluster([make_monitor()]).start()
+        c.clock.advance(0.3)
         for _ in range(4):
-            c.clock.advance(1.3)
+            c.clock.advance(1.0)
             self.assertAlmostEqual(c.service.lag, 0.3)
         report = c.service.lag_report()
         self.assertEqual((report["count"], report["window"], report["interval_s"]), (4, 4, 1.0))
         self.assertEqual((report["p50_ms"], report["p99_ms"], report["max_ms"], report["last_ms"]),
                          (300.0, 300.0, 300.0, 300.0))
         self.assertEqual(report["recent_ms"], [300.0] * 4)
-        c.clock.advance(1.0)  # on time again
+        c.clock.advance(0.7)  # on time again
         report = c.service.lag_report()
         self.assertEqual((report["last_ms"], report["p50_ms"], report["max_ms"]), (0.0, 300.0, 300.0))
         c.service.stopService()
         self.assertEqual(c.clock.getDelayedCalls(), [])
+
+    def test_lag_samples_keep_to_their_grid(self):
+        c = self.cluster([make_monitor()]).start()
+        c.clock.advance(3.5)  # a stall: the sample due at 1 runs at 3.5; those of 2 and 3 are skipped
+        self.assertEqual(c.service.lag, 2.5)
+        c.clock.advance(0.5)  # the next one keeps to the grid: due at 4, on time
+        self.assertEqual((c.service.lag, c.service.lag_report()["count"]), (0.0, 2))
+        c.service.stopService()
 
     def test_lag_report_before_any_sample(self):
         c = self.cluster([make_monitor()]).start()
