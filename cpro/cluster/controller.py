@@ -130,7 +130,7 @@ class ClusterController(MonitorRecoveryActions):
             "recovering": dict(self._recovering),
         }
         if self.monitors is not None:
-            report.update(self.monitors.report())
+            report.update(self.monitors.report(compact=True))
         return report
 
     def peer_up(self, server):

@@ -25,6 +25,7 @@ CPRO_SERVER_NAME, CPRO_RECOVERY_TARGET and PATH.
 
 import collections
 import importlib
+import json
 import math
 import os
 import pkgutil
@@ -53,6 +54,14 @@ STAGGER = 0.01
 LAG_WINDOW = 900  # samples kept for the status (15 minutes at LAG_INTERVAL)
 LAG_RECENT = 60  # newest samples listed in the status
 REPORT_ERROR_CHARS = 200  # of a monitor's last error in the state report
+# Bytes of JSON the monitors may take in one state report: the whole report
+# travels in one internal message of at most 60000 bytes, and one too large
+# is not sent at all (the peers then know nothing of this server's groups).
+REPORT_BUDGET = 30000
+# Status fields a peer fills in when the state report leaves them out.
+_PEER_DEFAULTS = {"error": "", "duration": None, "retries": 0, "restarts": 0, "failovers": 0,
+                  "suspended": False, "dummy": False, "final_action_done": False, "recovering": False}
+_NO_DEFAULT = object()
 
 # Alert ids (module rm) of the script before each step: started, completed, failed.
 _SCRIPT_ALERTS = {
@@ -124,6 +133,7 @@ class MonitorService(service.Service):
         self._lag_expected = None
         self._lag_samples = collections.deque(maxlen=LAG_WINDOW)
         self._lag_count = 0
+        self._report_trimmed = False
         self.env = MonitorEnvironment(local, state_dir, log_dir, resource=self.resource,
                                       monitor_state=self.monitor_state, hb_interval=config.hb_interval,
                                       hb_timeout=config.hb_timeout, reactor_lag=self.reactor_lag,
@@ -558,9 +568,9 @@ class MonitorService(service.Service):
 
     # -- status --------------------------------------------------------------------
 
-    def report(self):
+    def report(self, compact=False):
         """{"monitors": {name: status dict}, "monitor_recovery": bool}: this server's part of
-        the state report and of the status payload."""
+        the status payload and (compact, see L{_compact}) of the state report."""
         monitors = {}
         for name, runner in self.runners.items():
             status = runner.status()
@@ -576,4 +586,37 @@ class MonitorService(service.Service):
         for name, why in self.broken.items():
             monitors[name] = {"status": MonitorState.ERROR.value, "error": why[:REPORT_ERROR_CHARS],
                               "duration": None}
+        if compact:
+            monitors = self._compact(monitors)
         return {"monitors": monitors, "monitor_recovery": self.recovery_enabled}
+
+    def _compact(self, monitors, budget=REPORT_BUDGET):
+        """The monitors as peers get them: fields at their default left out (the
+        peer fills them in), durations to 0.1 ms; over budget, the error texts
+        go, then the durations, then (logged) the entries of Normal monitors."""
+        def small(entry):
+            out = {}
+            for key, value in entry.items():
+                default = _PEER_DEFAULTS.get(key, _NO_DEFAULT)
+                if value == default and type(value) is type(default):
+                    continue
+                out[key] = round(value, 4) if key == "duration" and isinstance(value, float) else value
+            return out
+
+        def size(ms):
+            return len(json.dumps(ms, separators=(",", ":")))
+
+        out = {name: small(entry) for name, entry in monitors.items()}
+        for dropped in ("error", "duration"):
+            if size(out) <= budget:
+                return out
+            out = {name: {k: v for k, v in entry.items() if k != dropped} for name, entry in out.items()}
+        if size(out) > budget:
+            out = {name: entry for name, entry in out.items() if entry.get("status") != MonitorState.NORMAL.value}
+            if size(out) > budget:
+                out = {}
+            if not self._report_trimmed:  # once: it would be logged on every state change
+                self._report_trimmed = True
+                log.warn("the state report leaves out the status of {n} monitors (too many for one "
+                         "message); peers show them as Unknown", n=len(monitors) - len(out))
+        return out

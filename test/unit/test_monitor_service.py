@@ -5,6 +5,7 @@ refusal of racing operator requests, timing 1 gating, suspend/resume, dummy
 failure, the recovery switch, status and the monitor requests."""
 
 import dataclasses
+import json
 
 from twisted.internet import defer, task
 from twisted.trial.unittest import SynchronousTestCase
@@ -365,6 +366,44 @@ class TimingTests(ServiceTestCase):
         self.assertEqual(c.service.runners, {})
         failure = self.failureResultOf(c.requests.monitor("suspend", "mon1"), OperationError)
         self.assertEqual(str(failure.value), "monitor mon1 does not run on srv1")
+
+
+class StateReportSizeTests(ServiceTestCase):
+    """The monitors' part of the state report stays small enough for one internal message."""
+
+    def test_defaults_are_left_out_and_filled_in_by_the_peer(self):
+        c = self.cluster([make_monitor(), make_monitor(name="mon2")], results={"mon2": [BAD]}).start()
+        c.clock.advance(0)
+        self.successResultOf(c.requests.monitor("suspend", "mon1"))
+        full = c.service.report()["monitors"]
+        compact = c.service.report(compact=True)["monitors"]
+        self.assertEqual(compact["mon1"], {"status": "Suspend", "duration": 0.0, "suspended": True})
+        self.assertEqual(compact["mon2"]["error"], "service is down")
+        self.assertNotIn("retries", compact["mon2"])
+        parsed = PeerReport.from_dict(c.controller.local_report()).monitors
+        self.assertEqual(parsed, full)
+
+    def test_five_hundred_monitors_fit_in_one_message(self):
+        from cpro.protocols.internal import MAX_JSON
+
+        names = [f"genw{i}" for i in range(500)]
+        c = self.cluster([make_monitor(name=n) for n in names]).start()
+        c.clock.advance(0)
+        report = c.controller.local_report()
+        self.assertEqual(len(report["monitors"]), 500)
+        self.assertLess(len(json.dumps(report, separators=(",", ":"))), MAX_JSON)
+        self.assertEqual(PeerReport.from_dict(report).monitors["genw7"]["status"], "Normal")
+
+    def test_over_budget_errors_then_durations_then_normal_entries_go(self):
+        c = self.cluster([make_monitor()]).start()
+        monitors = {f"m{i}": {"status": "Error" if i < 2 else "Normal", "duration": 0.5, "error": "x" * 100}
+                    for i in range(10)}
+        self.assertEqual(c.service._compact(monitors, budget=10000), monitors)
+        self.assertEqual(c.service._compact(monitors, budget=500)["m0"], {"status": "Error", "duration": 0.5})
+        self.assertEqual(c.service._compact(monitors, budget=250)["m0"], {"status": "Error"})
+        self.assertEqual(c.service._compact(monitors, budget=100), {"m0": {"status": "Error"},
+                                                                    "m1": {"status": "Error"}})
+        self.assertEqual(c.service._compact(monitors, budget=10), {})
 
 
 class StaggerTests(ServiceTestCase):
