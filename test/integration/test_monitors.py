@@ -366,3 +366,23 @@ class GenwTimeoutTests(MonitorTestCase):
         yield lab.wait_until(monitor_is("genw1", "srv1", "Normal"), names=["srv1"], timeout=10)
         alerts = yield self.alerts("srv1")
         self.assertEqual([i for i in self.rm_ids(alerts, "genw1") if i in (9, 13, 26)], [9, 13, 26])
+
+
+class ManyMonitorsTests(MonitorTestCase):
+    @defer.inlineCallbacks
+    def test_two_servers_with_500_monitors_see_each_other_and_their_monitors(self):
+        # The state reports carry every monitor's status; they must still fit in one internal message.
+        monitors = '<types name="psw"/>' + "".join(
+            f'<psw name="psw{i}"><polling><interval>5</interval></polling>'
+            f'<parameters><processname>*</processname></parameters>'
+            f'<relation><type>grp</type><name>failover1</name></relation></psw>' for i in range(500))
+        lab = yield self.make_cluster(groups=one_group(), monitors=monitors)
+        yield lab.start_all()
+
+        def all_normal(st):
+            return all(monitor_entry(st, o, f"psw{i}", s)["status"] == "Normal"
+                       for o in lab.names for s in lab.names for i in range(500))
+
+        st = yield lab.wait_until(lambda st: group_current(st, "failover1", "srv2") == "srv1" and all_normal(st),
+                                  timeout=30, step=0.5, what="the group placed and every monitor Normal on both")
+        self.assertEqual(summary(st)["srv2"]["servers"], {"srv1": "Online", "srv2": "Online"})
