@@ -39,11 +39,19 @@ integration: system-deps $(STAMP)
 demo: system-deps $(STAMP)
 	$(PY) -m cpro.demo
 
+# Every benchmark in turn (bench/*.py); each one's output is shown and kept in
+# _bench/NAME.log (its last line is its JSON). Fails if any of them failed.
 bench: system-deps $(STAMP)
-	$(PY) bench/failover.py
+	@mkdir -p _bench; failed=""; \
+	for script in bench/*.py; do \
+	  name=$$(basename $$script .py); echo "=== $$script (output kept in _bench/$$name.log)"; \
+	  { $(PY) $$script; echo $$? > _bench/$$name.rc; } 2>&1 | tee _bench/$$name.log; \
+	  [ "$$(cat _bench/$$name.rc)" = 0 ] || failed="$$failed $$name"; rm -f _bench/$$name.rc; \
+	done; \
+	if [ -n "$$failed" ]; then echo "benchmarks that failed:$$failed"; exit 1; fi
 
 lint: $(STAMP)
 	$(PY) -m pyflakes cpro test bench 2>/dev/null || $(PY) -m pip install -q pyflakes && $(PY) -m pyflakes cpro test bench
 
 clean:
-	rm -rf $(VENV) _trial_temp *.egg-info
+	rm -rf $(VENV) _trial_temp _bench *.egg-info
