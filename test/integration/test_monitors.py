@@ -7,8 +7,10 @@ private network namespace when root), real scripts, real processes, real ICMP.
   the resource;
 - clpmonctrl: suspend and resume, dummy failure on and off (the real command,
   its exit codes and effects);
+- a hung genw script is killed at the timeout, which counts as an error;
 - ipw sees its address stop answering (an nftables drop of ICMP inside the
-  lab's namespace) and recover.
+  lab's namespace) and recover;
+- two servers with 500 monitors still exchange their state reports.
 
 Short intervals (1 s checks, 100 ms heartbeats) keep the file fast. The final
 action used is 5 (stop the cluster service and reboot): the lab's <osaction>
