@@ -25,7 +25,6 @@ then carries "error") when the cluster did not behave.
 
 import argparse
 import json
-import math
 import os
 import shutil
 import statistics
@@ -36,10 +35,10 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Run against this checkout (as the daemons the lab spawns do), not an older installed copy.
 sys.path.insert(0, REPO_ROOT)
 
-import psutil  # noqa: E402
-from twisted.internet import defer, task  # noqa: E402
+from twisted.internet import task  # noqa: E402
 
-from cpro.lab.loopback import LabError, LoopbackCluster, group_current, run_with_cleanup, summary  # noqa: E402
+from cpro.lab.benchkit import daemon_process, percentile, run_benchmark, say  # noqa: E402
+from cpro.lab.loopback import LabError, LoopbackCluster, group_current, summary  # noqa: E402
 
 GROUP = "failover1"
 GOAL_FAILOVER_P95_S = 1.0
@@ -61,15 +60,8 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
-def say(text=""):
-    print(text, flush=True)
 
 
-def percentile(values, p):
-    """Nearest-rank percentile (p in 0..100) of a non-empty list."""
-    ordered = sorted(values)
-    rank = max(1, math.ceil(p / 100.0 * len(ordered)))
-    return ordered[rank - 1]
 
 
 def holder(statuses, observers):
@@ -86,15 +78,6 @@ def settled(names):
     return check
 
 
-def daemon_process(pid):
-    """psutil.Process of the twistd daemon (the lab's pid may be `ip netns exec`, which execs it)."""
-    proc = psutil.Process(pid)
-    if any("twistd" in part for part in proc.cmdline()):
-        return proc
-    for child in proc.children(recursive=True):
-        if any("twistd" in part for part in child.cmdline()):
-            return child
-    return proc
 
 
 class Benchmark:
@@ -261,37 +244,11 @@ class Benchmark:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-async def _main(reactor, args, state):
-    bench = Benchmark(reactor, args)
-    code = 0
-    try:
-        await bench.run()
-    except defer.CancelledError:
-        bench.results["error"] = "interrupted"
-        code = 130
-    except LabError as e:
-        bench.results["error"] = str(e)
-        say(f"\nbenchmark failed: {e}")
-        code = 1
-    except Exception as e:  # always clean up and still print the JSON line
-        bench.results["error"] = f"{type(e).__name__}: {e}"
-        say(f"\nbenchmark failed unexpectedly: {type(e).__name__}: {e}")
-        code = 1
-    finally:
-        state["cleaning"] = True
-        try:
-            await bench.destroy()
-        except Exception as e:
-            say(f"cleanup failed: {e}")
-            code = code or 1
-    bench.report()
-    print(json.dumps(bench.results, sort_keys=True), flush=True)
-    raise SystemExit(code)
 
 
 def main(reactor, *argv):
     args = parse_args(list(argv))
-    return run_with_cleanup(reactor, lambda state: _main(reactor, args, state))
+    return run_benchmark(reactor, lambda: Benchmark(reactor, args))
 
 
 if __name__ == "__main__":

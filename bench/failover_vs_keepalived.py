@@ -32,6 +32,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from twisted.internet import defer, task  # noqa: E402
 
+from cpro.lab.benchkit import percentile  # noqa: E402
 from cpro.lab.common import is_root  # noqa: E402
 from cpro.lab.netns import NetnsLab  # noqa: E402
 from cpro.lab.probe import outage, read_probes  # noqa: E402
@@ -70,11 +71,6 @@ vrrp_instance VI_1 {{
 """
 
 
-def percentile(values, p):
-    ordered = sorted(values)
-    k = (len(ordered) - 1) * p / 100.0
-    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
 class Prober:
