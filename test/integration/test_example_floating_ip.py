@@ -26,6 +26,8 @@ from cpro.lab import poweroff
 from cpro.lab.common import REPO_ROOT, group_current, is_root
 from cpro.lab.netns import NetnsLab, lab_namespaces
 
+from test.integration.test_floating_ip import wait_for
+
 log = Logger()
 
 EXAMPLE = os.path.join(REPO_ROOT, "examples", "floating-ip", "clp.conf")
@@ -41,21 +43,6 @@ CONNECT_TIMEOUT = 0.5  # s, of each client attempt
 FAILOVER_BOUND = HB_TIMEOUT + 3.0
 
 
-def sleep(seconds):
-    return task.deferLater(reactor, seconds, lambda: None)
-
-
-@defer.inlineCallbacks
-def wait_for(predicate, timeout, what, step=0.1):
-    """Poll predicate (may return a Deferred) until it gives a true value; that value."""
-    deadline = reactor.seconds() + timeout
-    while True:
-        value = yield defer.maybeDeferred(predicate)
-        if value:
-            return value
-        if reactor.seconds() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        yield sleep(step)
 
 
 def monitors_on(statuses, observer, server):
