@@ -26,7 +26,6 @@ then carries "error") when the cluster did not behave.
 import argparse
 import json
 import os
-import shutil
 import statistics
 import sys
 import tempfile
@@ -37,7 +36,7 @@ sys.path.insert(0, REPO_ROOT)
 
 from twisted.internet import task  # noqa: E402
 
-from cpro.lab.benchkit import daemon_process, percentile, run_benchmark, say  # noqa: E402
+from cpro.lab.benchkit import daemon_process, destroy_lab, percentile, run_benchmark, say  # noqa: E402
 from cpro.lab.loopback import LabError, LoopbackCluster, group_current, summary  # noqa: E402
 
 GROUP = "failover1"
@@ -237,13 +236,7 @@ class Benchmark:
         say("  goals: " + ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in met.items()))
 
     async def destroy(self):
-        await self.lab.destroy()
-        if self.args.keep or "error" in self.results:
-            say(f"lab files kept in {self.workdir}")
-        else:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-
-
+        await destroy_lab(self.lab, self.workdir, keep=self.args.keep or "error" in self.results)
 
 
 def main(reactor, *argv):

@@ -35,7 +35,6 @@ then as the last line one JSON object with them. Exits 1 (the JSON then has
 
 import argparse
 import os
-import shutil
 import sys
 import tempfile
 
@@ -44,7 +43,7 @@ sys.path.insert(0, REPO_ROOT)  # this checkout, as the daemons the lab spawns us
 
 from twisted.internet import task  # noqa: E402
 
-from cpro.lab.benchkit import daemon_process, percentile, run_benchmark, say  # noqa: E402
+from cpro.lab.benchkit import daemon_process, destroy_lab, percentile, run_benchmark, say  # noqa: E402
 from cpro.lab.loopback import LabError, LoopbackCluster  # noqa: E402
 
 TYPES = ("pidw", "psw", "genw", "ipw", "diskw")
@@ -272,13 +271,7 @@ class Benchmark:
         say("  goals: " + (", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in met.items()) or "not measured"))
 
     async def destroy(self):
-        await self.lab.destroy()
-        if self.args.keep or "error" in self.results:
-            say(f"lab files kept in {self.workdir}")
-        else:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-
-
+        await destroy_lab(self.lab, self.workdir, keep=self.args.keep or "error" in self.results)
 
 
 def main(reactor, *argv):

@@ -7,6 +7,7 @@ whatever happens, and prints the results as one JSON object on the last line.
 
 import json
 import math
+import shutil
 
 import psutil
 from twisted.internet import defer
@@ -33,6 +34,15 @@ def daemon_process(pid):
         if any("twistd" in part for part in child.cmdline()):
             return child
     return proc
+
+
+async def destroy_lab(lab, workdir, keep):
+    """Destroy the benchmark's lab; keep its files (logs, config) when asked or after an error."""
+    await lab.destroy()
+    if keep:
+        say(f"lab files kept in {workdir}")
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 async def _run(bench, state):
