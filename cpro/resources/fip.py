@@ -49,9 +49,8 @@ from cpro.resources.netlink import (
     choose_interface,
     find_interface,
     holders,
-    inline_runner,
-    thread_runner,
 )
+from cpro.resources.runners import run_inline, thread_runner
 
 log = Logger()
 
@@ -281,5 +280,5 @@ def remove_address(ip, reactor=None, netlink=None):
     (each is well under a millisecond), and the Deferred has fired on return.
     """
     ip = ipaddress.ip_address(ip)
-    runner = thread_runner(reactor) if reactor is not None else inline_runner
+    runner = thread_runner(reactor) if reactor is not None else run_inline
     return runner((netlink or Netlink()).remove_everywhere, ip).addErrback(_netlink_error)

@@ -3,9 +3,9 @@
 L{Netlink} reads a snapshot of the interfaces of the current network
 namespace (L{Interface}: name, MAC, link state, addresses) and adds or
 deletes one address. Its methods are plain blocking calls, each well under a
-millisecond; callers run them through a I{runner}: L{thread_runner} (the
+millisecond; callers run them through a I{runner}: L{cpro.resources.runners.thread_runner} (the
 reactor's thread pool, so the reactor never waits on a netlink socket) in the
-daemon, L{inline_runner} in unit tests and in code that runs without a
+daemon, L{cpro.resources.runners.run_inline} in unit tests and in code that runs without a
 reactor.
 
 The choice of interface is pure (L{choose_interface}, L{holders}) so that it
@@ -18,7 +18,6 @@ import os
 import socket
 from dataclasses import dataclass
 
-from twisted.internet import defer, threads
 
 ARPHRD_ETHER = 1
 IFF_UP = 0x1
@@ -211,16 +210,3 @@ def _reason(e):
         return os.strerror(code)
     return str(e) or type(e).__name__
 
-
-def inline_runner(f, *args, **kwargs):
-    """Run f now, in this thread: a Deferred with its result or failure."""
-    return defer.maybeDeferred(f, *args, **kwargs)
-
-
-def thread_runner(reactor):
-    """A runner that calls f in the reactor's thread pool (IReactorThreads)."""
-
-    def run(f, *args, **kwargs):
-        return threads.deferToThreadPool(reactor, reactor.getThreadPool(), f, *args, **kwargs)
-
-    return run

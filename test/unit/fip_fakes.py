@@ -210,7 +210,7 @@ def fip_config(ip="192.168.1.100", name="fip1", **params):
 
 def make_fip(clock, ip="192.168.1.100", interfaces=None, pinger=None, **params):
     """(resource, lan, netlink) wired to fakes, with inline netlink calls."""
-    from cpro.resources.netlink import inline_runner
+    from cpro.resources.runners import run_inline
 
     lan = FakeLAN(clock)
     netlink = FakeNetlink(clock, interfaces if interfaces is not None else (loopback(), eth()))
@@ -219,7 +219,7 @@ def make_fip(clock, ip="192.168.1.100", interfaces=None, pinger=None, **params):
         fip_config(ip, **params),
         "/nonexistent",
         netlink=netlink,
-        runner=inline_runner,
+        runner=run_inline,
         open_link=lan.open_link,
         pinger=pinger if pinger is not None else FakePinger(clock),
     )

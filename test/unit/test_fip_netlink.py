@@ -21,8 +21,8 @@ from cpro.resources.netlink import (
     choose_interface,
     find_interface,
     holders,
-    inline_runner,
 )
+from cpro.resources.runners import run_inline
 
 
 def addr(text, secondary=False):
@@ -236,5 +236,5 @@ class NetlinkTests(SynchronousTestCase):
 
 class InlineRunnerTests(SynchronousTestCase):
     def test_result_and_failure(self):
-        self.assertEqual(self.successResultOf(inline_runner(lambda a, b=0: a + b, 1, b=2)), 3)
-        self.failureResultOf(inline_runner(lambda: 1 / 0), ZeroDivisionError)
+        self.assertEqual(self.successResultOf(run_inline(lambda a, b=0: a + b, 1, b=2)), 3)
+        self.failureResultOf(run_inline(lambda: 1 / 0), ZeroDivisionError)

@@ -7,7 +7,7 @@ import psutil
 from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 
-from cpro.resources.monitors._threads import run_inline, thread_runner
+from cpro.resources.runners import run_inline, thread_runner
 from cpro.resources.monitors.base import CheckStatus
 from cpro.resources.monitors.psrw import ProcessResourceMonitor, ProcessSampler
 from cpro.resources.monitors.psw import ProcessEntry, ProcessTable

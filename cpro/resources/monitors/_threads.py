@@ -1,8 +1,8 @@
 """Running a monitor's blocking probe (psutil scan, netlink query, disk read) off the reactor thread.
 
 Monitors take an injectable ``run_in_thread(fn, *args)`` callable that returns a
-Deferred firing fn's result. L{thread_runner} builds the production one (the
-reactor's thread pool); unit tests pass L{run_inline} and stay synchronous.
+Deferred firing fn's result (L{cpro.resources.runners}: thread_runner in
+production, run_inline in unit tests).
 
 A thread cannot be killed, so a cancelled check abandons its thread instead:
 L{SingleFlight} keeps at most one call of a probe in flight and lets later
@@ -10,29 +10,14 @@ checks wait on that same call, so a probe stuck in the kernel (a dead disk)
 holds one pool thread, not one more per interval.
 """
 
-from twisted.internet import defer, threads
+from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+
 
 log = Logger()
 
 
-def thread_runner(reactor):
-    """run_in_thread for production: the reactor's thread pool.
-
-    The pool is looked up at call time, so building a monitor on a fake
-    reactor with an injected runner never touches it.
-    """
-
-    def run_in_thread(fn, *args, **kwargs):
-        return threads.deferToThreadPool(reactor, reactor.getThreadPool(), fn, *args, **kwargs)
-
-    return run_in_thread
-
-
-def run_inline(fn, *args, **kwargs):
-    """run_in_thread for unit tests: call fn now, on the calling thread."""
-    return defer.maybeDeferred(fn, *args, **kwargs)
 
 
 class SingleFlight:
