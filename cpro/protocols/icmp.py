@@ -1,4 +1,4 @@
-"""ICMP / ICMPv6 echo messages: bytes <-> (identifier, sequence), for the fip ping check.
+"""ICMP / ICMPv6 echo messages: bytes <-> (identifier, sequence), for the fip ping check and ipw.
 
 Messages are what a raw ICMP socket sends and receives: an IPv4 raw socket
 hands received packets over with their IP header, an ICMPv6 raw socket
@@ -7,6 +7,7 @@ does I/O; the parsers return None for anything that is not an intact echo
 reply.
 """
 
+import socket
 import struct
 
 ICMP_ECHO_REPLY = 0
@@ -15,6 +16,22 @@ ICMPV6_ECHO_REQUEST = 128
 ICMPV6_ECHO_REPLY = 129
 
 _ECHO = struct.Struct("!BBHHH")  # type, code, checksum, identifier, sequence
+
+# (echo request, echo reply, destination unreachable, time exceeded) per family
+_TYPES = {
+    socket.AF_INET: (8, 0, 3, 11),
+    socket.AF_INET6: (128, 129, 1, 3),
+}
+_UNREACHABLE_V4 = {
+    0: "network unreachable",
+    1: "host unreachable",
+    2: "protocol unreachable",
+    3: "port unreachable",
+    9: "network prohibited",
+    10: "host prohibited",
+    13: "communication prohibited",
+}
+_UNREACHABLE_V6 = {0: "no route", 1: "communication prohibited", 3: "address unreachable", 4: "port unreachable"}
 
 
 def internet_checksum(data):
@@ -59,3 +76,39 @@ def parse_echo_reply_v6(message):
     if kind != ICMPV6_ECHO_REPLY or code != 0:
         return None
     return identifier, sequence
+
+
+def parse_icmp(family, data, with_ip_header):
+    """What an ICMP packet says about one of our echoes, or None.
+
+    @return: ("reply", ident, seq, payload) for an echo reply, or
+        ("error", ident, seq, reason) for an unreachable / time exceeded
+        message quoting an echo request.
+    """
+    if with_ip_header:  # raw IPv4 sockets deliver the IP header too
+        if len(data) < 20 or data[0] >> 4 != 4:
+            return None
+        data = data[(data[0] & 0x0F) * 4 :]
+    if len(data) < 8:
+        return None
+    request, reply, unreachable, exceeded = _TYPES[family]
+    kind, code, _, ident, seq = struct.unpack("!BBHHH", data[:8])
+    if kind == reply:
+        return ("reply", ident, seq, data[8:])
+    if kind not in (unreachable, exceeded):
+        return None
+    quoted = data[8:]
+    if family == socket.AF_INET:
+        if len(quoted) < 20 or quoted[0] >> 4 != 4 or quoted[9] != socket.IPPROTO_ICMP:
+            return None
+        inner = quoted[(quoted[0] & 0x0F) * 4 :]
+        reason = _UNREACHABLE_V4.get(code, f"unreachable (code {code})") if kind == unreachable else "time exceeded"
+    else:
+        if len(quoted) < 40 or quoted[6] != socket.IPPROTO_ICMPV6:
+            return None
+        inner = quoted[40:]
+        reason = _UNREACHABLE_V6.get(code, f"unreachable (code {code})") if kind == unreachable else "time exceeded"
+    if len(inner) < 8 or inner[0] != request:
+        return None
+    _, _, _, ident, seq = struct.unpack("!BBHHH", inner[:8])
+    return ("error", ident, seq, reason)

@@ -19,14 +19,13 @@ from twisted.internet import defer, reactor
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial import unittest
 
+from cpro.protocols.icmp import echo_request, parse_icmp
+from cpro.protocols.icmp import internet_checksum as checksum
 from cpro.resources.monitors.base import CheckStatus
 from cpro.resources.monitors.ipw import (
     IcmpMonitor,
     IcmpPinger,
-    checksum,
-    echo_request,
     open_icmp_socket,
-    parse_icmp,
     shared_pinger,
 )
 
@@ -257,7 +256,7 @@ class FakeSocketTests(unittest.SynchronousTestCase):
 
 class PacketTests(unittest.SynchronousTestCase):
     def test_echo_request_and_parse(self):
-        packet = echo_request(socket.AF_INET, IDENT, 7, b"token123")
+        packet = echo_request(IDENT, 7, b"token123")
         self.assertEqual(checksum(packet), 0)
         self.assertIsNone(parse_icmp(socket.AF_INET, packet, with_ip_header=False))  # a request
         reply = ipv4_reply(packet, "127.0.0.5")

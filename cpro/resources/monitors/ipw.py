@@ -32,6 +32,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from cpro.interfaces import IMonitor
+from cpro.protocols import icmp
 from cpro.resources.monitors.base import CheckResult, monitor_type
 
 log = Logger()
@@ -41,80 +42,10 @@ MAX_REPLY_WAIT = 5.0  # s
 _TOKEN_SIZE = 8
 _READS_PER_EVENT = 64  # datagrams read per readiness event: bounds the time spent in one callback
 
-# (echo request, echo reply, destination unreachable, time exceeded) per family
-_TYPES = {
-    socket.AF_INET: (8, 0, 3, 11),
-    socket.AF_INET6: (128, 129, 1, 3),
-}
-_UNREACHABLE_V4 = {
-    0: "network unreachable",
-    1: "host unreachable",
-    2: "protocol unreachable",
-    3: "port unreachable",
-    9: "network prohibited",
-    10: "host prohibited",
-    13: "communication prohibited",
-}
-_UNREACHABLE_V6 = {0: "no route", 1: "communication prohibited", 3: "address unreachable", 4: "port unreachable"}
-
-
 class PingError(Exception):
     """One address did not answer; the message says why."""
 
 
-def checksum(data):
-    """The Internet checksum (RFC 1071) of data."""
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
-def echo_request(family, ident, seq, payload):
-    """An ICMP (or ICMPv6) echo request; the kernel fills in the ICMPv6 checksum."""
-    kind = _TYPES[family][0]
-    header = struct.pack("!BBHHH", kind, 0, 0, ident, seq)
-    if family == socket.AF_INET:
-        header = struct.pack("!BBHHH", kind, 0, checksum(header + payload), ident, seq)
-    return header + payload
-
-
-def parse_icmp(family, data, with_ip_header):
-    """What an ICMP packet says about one of our echoes, or None.
-
-    @return: ("reply", ident, seq, payload) for an echo reply, or
-        ("error", ident, seq, reason) for an unreachable / time exceeded
-        message quoting an echo request.
-    """
-    if with_ip_header:  # raw IPv4 sockets deliver the IP header too
-        if len(data) < 20 or data[0] >> 4 != 4:
-            return None
-        data = data[(data[0] & 0x0F) * 4 :]
-    if len(data) < 8:
-        return None
-    request, reply, unreachable, exceeded = _TYPES[family]
-    kind, code, _, ident, seq = struct.unpack("!BBHHH", data[:8])
-    if kind == reply:
-        return ("reply", ident, seq, data[8:])
-    if kind not in (unreachable, exceeded):
-        return None
-    quoted = data[8:]
-    if family == socket.AF_INET:
-        if len(quoted) < 20 or quoted[0] >> 4 != 4 or quoted[9] != socket.IPPROTO_ICMP:
-            return None
-        inner = quoted[(quoted[0] & 0x0F) * 4 :]
-        reason = _UNREACHABLE_V4.get(code, f"unreachable (code {code})") if kind == unreachable else "time exceeded"
-    else:
-        if len(quoted) < 40 or quoted[6] != socket.IPPROTO_ICMPV6:
-            return None
-        inner = quoted[40:]
-        reason = _UNREACHABLE_V6.get(code, f"unreachable (code {code})") if kind == unreachable else "time exceeded"
-    if len(inner) < 8 or inner[0] != request:
-        return None
-    _, _, _, ident, seq = struct.unpack("!BBHHH", inner[:8])
-    return ("error", ident, seq, reason)
 
 
 def open_icmp_socket(family):
@@ -284,7 +215,8 @@ class IcmpPinger:
         try:
             reader = self._reader(ping.family)
             seq = self._allocate_seq(ping.family)
-            packet = echo_request(ping.family, self._ident, seq, self._token + struct.pack("!d", self._reactor.seconds()))
+            packet = icmp.echo_request(self._ident, seq, self._token + struct.pack("!d", self._reactor.seconds()),
+                                       v6=ping.family == socket.AF_INET6)
             reader.sock.sendto(packet, _destination(ping.address))
         except PingError as e:
             self._fail(ping, str(e))
@@ -298,7 +230,7 @@ class IcmpPinger:
         ping.sent_at[seq] = self._reactor.seconds()
 
     def _received(self, reader, data, source):
-        parsed = parse_icmp(reader.family, data, with_ip_header=reader.raw and reader.family == socket.AF_INET)
+        parsed = icmp.parse_icmp(reader.family, data, with_ip_header=reader.raw and reader.family == socket.AF_INET)
         if parsed is None:
             return
         what, ident, seq, rest = parsed
