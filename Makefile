@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 all: test
 
 # Debian packages the integration tests and the lab use (installed only when root and missing).
-SYSTEM_PACKAGES := iproute2 nftables procps keepalived iputils-ping iputils-arping
+SYSTEM_PACKAGES := iproute2 nftables procps keepalived iputils-ping iputils-arping socat openipmi ipmitool
 system-deps:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \

@@ -68,13 +68,67 @@ class IMonitor(Interface):
 
 
 class IHeartbeatPath(Interface):
-    """One path of liveness between this server and its peers (lanhb, ...)."""
+    """One path of liveness between this server and its peers (lanhb, comhb, diskhb, ...).
+
+    Built by the factory registered for its kind in L{cpro.services.hbpath}
+    as C{factory(context, heartbeat_config)}. What it hears goes to the
+    context's callbacks:
+      - C{context.on_beat(path_name, packet)}: an authentic, fresh
+        L{cpro.protocols.heartbeat.HeartbeatPacket} from a peer (paths that
+        carry packets: LAN, COM, disk);
+      - C{context.on_alive(path_name, server, incarnation, age)}: a third-party
+        or hardware view that C{server} was alive C{age} seconds ago
+        (witness, BMC); C{incarnation} is None when the path cannot tell.
+    """
 
     name = Attribute("heartbeat resource name, e.g. 'lanhb1'")
-    kind = Attribute("'lanhb', 'lankhb', ...")
+    kind = Attribute("'lanhb', 'lankhb', 'comhb', 'diskhb', 'bmchb', 'witnesshb'")
+
+    def start_listening():
+        """Open what the path needs (socket, serial line, disk). Idempotent.
+
+        Raises only for what cannot heal by itself (a LAN port in use); a
+        missing device or an unreachable peer is logged and retried by the
+        path, which keeps running."""
+
+    def stop_listening():
+        """Close everything. A Deferred firing when closed (never failing)."""
 
     def send_beat(digest):
-        """Send one heartbeat carrying the state digest to every peer on this path."""
+        """Send one heartbeat carrying the state digest on this path. Never raises."""
+
+    def counters():
+        """A dict of this path's counters (sent, received, malformed, ...)."""
+
+    def forget(server):
+        """Accept the next authentic beat of C{server} whatever its incarnation."""
+
+
+class INPResolver(Interface):
+    """One network-partition resolution method (pingnp, httpnp, the witness view)."""
+
+    name = Attribute("resource name, e.g. 'pingnp1'")
+    kind = Attribute("'pingnp', 'httpnp', 'witness'")
+    timeout = Attribute("seconds the engine waits for check() before cancelling it")
+
+    def check(lost):
+        """Is this server on the healthy side, now that the servers in C{lost} are silent?
+
+        A cancellable Deferred firing a L{cpro.cluster.partition.Verdict}.
+        Failing or being cancelled counts as "cannot prove it"."""
+
+
+class IForcedStop(Interface):
+    """Fencing: stop a server declared down before its groups fail over."""
+
+    method = Attribute("'bmc' or 'script'")
+
+    def stop_server(server):
+        """Power off (or reset, ...) C{server}. A cancellable Deferred firing on
+        success and failing with a ForcedStopError naming the server and why."""
+
+    def identify(server, seconds):
+        """Light C{server}'s chassis ID lamp (best effort). A Deferred."""
 
 
 class IPeerChannel(Interface):

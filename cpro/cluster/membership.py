@@ -88,16 +88,35 @@ class Membership:
 
     # -- input -------------------------------------------------------------
 
-    def beat(self, server, path, incarnation):
+    def beat(self, server, path, incarnation, age=0.0):
         """An authentic, fresh heartbeat from C{server} arrived on C{path}.
 
+        @param incarnation: the sender's incarnation, or None when the path
+            cannot tell (a BMC's view): such a beat keeps an up server up but
+            does not bring a down one up, since nothing says which run of
+            the daemon it stands for.
+        @param age: seconds since the server was seen alive, for paths that
+            report a view (a witness, a BMC); the deadline counts from then.
         @return: True if it counted; False if ignored (unknown server or
             path, the local server, an incarnation older than the newest
-            seen, or after L{stop}).
+            seen, a view older than the one held, or after L{stop}).
         """
         view = self._servers.get(server)
         if self._stopped or view is None or path not in view.paths:
             return False
+        now = self._clock.seconds()
+        if incarnation is None or age:
+            if incarnation is None and not view.up:
+                return False
+            pv = view.paths[path]
+            heard = now - max(0.0, float(age))
+            if now - heard >= self._timeout or (pv.last_heard is not None and heard <= pv.last_heard):
+                return False
+            if incarnation is None:
+                self._heard(view, path, pv, heard)
+                return True
+        else:
+            heard = now
         if view.incarnation is not None and incarnation < view.incarnation:
             # A late packet of the previous run on a path whose replay guard
             # has not yet seen the new one: it proves nothing about liveness.
@@ -109,17 +128,13 @@ class Membership:
             )
             return False
 
-        now = self._clock.seconds()
         previous = view.incarnation
         view.incarnation = incarnation
         if view.up and previous != incarnation:
             self._restarted(view, previous, incarnation)
 
         pv = view.paths[path]
-        pv.last_heard = now
-        self._arm(view, path, pv, now)
-        if pv.state is not PathState.NORMAL:
-            self._path_transition(view, path, pv, PathState.NORMAL)
+        self._heard(view, path, pv, heard)
 
         if not view.up:
             # Watch the paths never heard so far: a path still silent one
@@ -129,6 +144,12 @@ class Membership:
                     self._arm(view, other, opv, now)
             self._server_transition(view, True)
         return True
+
+    def _heard(self, view, path, pv, heard):
+        pv.last_heard = heard
+        self._arm(view, path, pv, heard)
+        if pv.state is not PathState.NORMAL:
+            self._path_transition(view, path, pv, PathState.NORMAL)
 
     def reset_timeout(self, timeout):
         """Use a new timeout from now on; running deadlines move accordingly."""
@@ -210,13 +231,14 @@ class Membership:
 
     # -- timers --------------------------------------------------------------
 
-    def _arm(self, view, path, pv, now):
-        pv.armed_at = now
+    def _arm(self, view, path, pv, since):
+        pv.armed_at = since
         pv.graced = False
+        delay = max(0.0, since + self._timeout - self._clock.seconds())
         if pv.timer is not None and pv.timer.active():
-            pv.timer.reset(self._timeout)
+            pv.timer.reset(delay)
         else:
-            pv.timer = self._clock.callLater(self._timeout, self._expired, view, path)
+            pv.timer = self._clock.callLater(delay, self._expired, view, path)
 
     def _expired(self, view, path):
         pv = view.paths[path]

@@ -33,6 +33,20 @@ class Ports:
 
 
 @dataclass(frozen=True)
+class BmcConfig:
+    """A server's BMC, reached by IPMI over LAN (IPv4): <device id="600"><type>bmc</type>.
+
+    Used by the BMC heartbeat, forced stop and BMC NP actions. cpro keeps the
+    credentials on the device: <user>, <password> (or <passwordfile>).
+    """
+
+    address: str  # device info: the BMC's IPv4 address
+    port: int = 623  # device extend (cpro): UDP port of the BMC's RMCP+ service
+    user: str = ""
+    password: str = ""
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     name: str
     priority: int  # 0 = master
@@ -41,6 +55,7 @@ class ServerConfig:
     # Address for internal communication and alert sync; defaults to the
     # IP of the lowest-numbered 'lan' device.
     address: str
+    bmc: Optional[BmcConfig] = None  # from the server's bmc device (600+), if any
 
     def device(self, device_id):
         for d in self.devices:
@@ -50,13 +65,98 @@ class ServerConfig:
 
 
 @dataclass(frozen=True)
+class HttpTarget:
+    """An HTTP(S) endpoint: the witness server of a witnesshb, the target of an httpnp."""
+
+    host: str  # host name or IP address
+    port: int = 80  # 80 when not given, as in the original
+    tls: bool = False  # ssl/use (cpro): HTTPS
+    ca_file: Optional[str] = None  # ssl/cafile (cpro): CA bundle to verify the server; None = system CAs
+    timeout: float = 3.0  # httptimeout, s (clp.conf in ms)
+    path: str = "/"  # httpnp: the path asked for (cpro)
+
+
+@dataclass(frozen=True)
 class HeartbeatConfig:
-    """A heartbeat resource: <heartbeat><lanhb name="lanhb1">."""
+    """A heartbeat resource: <heartbeat><lanhb name="lanhb1">.
+
+    Each server's end of the path is its device@<device>: for lanhb/lankhb
+    the IP address (info), for comhb the serial device path (info), for
+    diskhb the block device (info), for bmchb the server's BMC, for
+    witnesshb whether the server uses the witness (info 1).
+    """
 
     name: str
-    kind: str  # 'lanhb' or 'lankhb'
+    kind: str  # 'lanhb', 'lankhb', 'comhb', 'diskhb', 'bmchb', 'witnesshb'
     priority: int
-    device: int  # device id; each server's address on this path is its device@id/info
+    device: int  # device id
+    baud_rate: int = 19200  # comhb: baudrate (cpro), both ends alike
+    witness: Optional[HttpTarget] = None  # witnesshb: host, port (+ cpro ssl, httptimeout)
+
+
+@dataclass(frozen=True)
+class PingTarget:
+    """One pingnp resource: <networkpartition><pingnp name="pingnp1">.
+
+    Addresses are grouped as in clp.conf (grp@G/list@L/ip). A group answers
+    when any of its addresses answers; the server is on the healthy side
+    when every group answers.
+    """
+
+    name: str
+    priority: int
+    device: int  # 10200+; servers whose device@<device>/info is 1 use it
+    groups: tuple  # of tuples of IP address strings
+    interval: float = 0.2  # s between echo rounds while resolving (cpro, ms in clp.conf)
+    timeout: float = 1.0  # s: no answer by then = the group does not answer (ms in clp.conf)
+
+
+@dataclass(frozen=True)
+class HttpNPConfig:
+    """One httpnp resource: <networkpartition><httpnp name="httpnp1">."""
+
+    name: str
+    priority: int
+    device: int  # 10700+; servers whose device@<device>/info is 1 use it
+    target: HttpTarget
+
+
+@dataclass(frozen=True)
+class NetworkPartitionConfig:
+    """What a server does when every heartbeat to a peer is lost (SPEC section 5)."""
+
+    ping: tuple = ()  # of PingTarget
+    http: tuple = ()  # of HttpNPConfig
+    # The witness heartbeats (if any) also resolve: the witness must be
+    # reachable and must not hear the lost peer either.
+    use_witness: bool = True  # cluster/networkpartition/witness/use (cpro)
+    # cluster/networkpartition/npaction: 0 none, 1 stop cluster service,
+    # 2 stop service + shut down OS (default), 3 stop service + reboot,
+    # 7 BMC reset, 8 BMC power off, 9 BMC power cycle, 10 BMC NMI (own BMC).
+    action: int = 2
+    # cluster/networkpartition/releasegrace (cpro, ms): after resolving, the
+    # healthy side waits this long on top of the isolated side's worst-case
+    # resolution time before taking its groups, so that the isolated side has
+    # released them. A successful forced stop ends the wait early.
+    release_grace: float = 0.5
+
+    @property
+    def configured(self):
+        return bool(self.ping or self.http)
+
+
+@dataclass(frozen=True)
+class ForcedStopConfig:
+    """Fencing a server declared down before its groups fail over (cpro: cluster/forcestop)."""
+
+    enabled: bool = False  # use
+    method: str = "bmc"  # method: 'bmc' (IPMI through the server's BMC) or 'script'
+    bmc_action: str = "off"  # action: 'off' (power off), 'reset', 'cycle', 'nmi'
+    script: Optional[str] = None  # script path (method script): CLP_SERVER_DOWN, CLP_SERVER_LOCAL, CLP_FORCESTOP_MODE
+    timeout: float = 10.0  # timeout, s (ms in clp.conf)
+    suppress_failover_on_failure: bool = True  # suppress: a failed forced stop keeps the groups where they are
+    identify_on_failure: bool = False  # identify: light the server's chassis ID lamp when it fails
+    identify_seconds: int = 250  # identify/duration (IPMI allows up to 255 s)
 
 
 @dataclass(frozen=True)
@@ -197,6 +297,8 @@ class ClusterConfig:
     resources: tuple  # of ResourceConfig
     os_actions: OSActionCommands
     monitors: tuple = ()  # of MonitorConfig
+    network_partition: NetworkPartitionConfig = NetworkPartitionConfig()
+    forced_stop: ForcedStopConfig = ForcedStopConfig()
     # What the supervisor does when the daemon ends abnormally (pm/exec0/recover):
     # 'shutdown' (2, the default: runs os_actions.shutdown), 'reboot' (3), or the
     # cpro extension 'restart' (1: restart the daemon, which cleans up what the old one left).

@@ -21,6 +21,8 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from cpro.interfaces import IHeartbeatPath
+from cpro.resources.runners import thread_runner
+from cpro.services.hbpath import HeartbeatConfigError, HeartbeatContext, factory, heartbeat_kind
 from cpro.protocols.heartbeat import (
     MAX_PACKET,
     REPLAY,
@@ -54,10 +56,6 @@ COUNTERS = (
     "sent",  # datagrams handed to the kernel
     "send_errors",
 )
-
-
-class HeartbeatConfigError(ValueError):
-    """The configuration cannot give this server a heartbeat path."""
 
 
 class HeartbeatBindError(Exception):
@@ -321,11 +319,17 @@ class LanHeartbeatPath(DatagramProtocol):
             )
 
 
-class HeartbeatService(MultiService):
-    """Sends heartbeats on every LAN path at the interval and receives the peers' ones.
+@heartbeat_kind(*LAN_KINDS)
+def lan_path(context, heartbeat):
+    return LanHeartbeatPath(context.reactor, context.config, context.local, heartbeat,
+                            context.incarnation, context.on_beat)
 
-    Heartbeat resources of other kinds (disk, COM, BMC, witness) are not
-    handled here and are skipped.
+
+class HeartbeatService(MultiService):
+    """Sends heartbeats on every path at the interval and receives the peers' ones.
+
+    One path per heartbeat resource, of any kind registered in
+    L{cpro.services.hbpath}.
 
     @param reactor: IReactorUDP + IReactorTime.
     @param config: the L{cpro.config.model.ClusterConfig}.
@@ -334,9 +338,14 @@ class HeartbeatService(MultiService):
     @param digest_provider: no-argument callable returning the current
         L{StateDigest}; called once per beat round.
     @param on_beat: C{on_beat(path_name, packet)} for each accepted packet.
+    @param on_alive: C{on_alive(path_name, server, incarnation, age)} for each
+        view that a peer is alive (witness, BMC paths).
+    @param runner: runs blocking calls off the reactor thread (default: the
+        reactor's thread pool).
     """
 
-    def __init__(self, reactor, config, local, incarnation, digest_provider, on_beat):
+    def __init__(self, reactor, config, local, incarnation, digest_provider, on_beat,
+                 on_alive=None, runner=None):
         super().__init__()
         if not config.hb_interval > 0:
             raise HeartbeatConfigError("the heartbeat interval must be positive")
@@ -348,12 +357,12 @@ class HeartbeatService(MultiService):
         self._digest = StateDigest(config.digest, 0, "")
         self._digest_failing = False
         self._loop = None
-        self.paths = tuple(
-            LanHeartbeatPath(reactor, config, local, hb, incarnation, on_beat)
-            for hb in config.heartbeats
-            if hb.kind in LAN_KINDS
-        )
-        if not self.paths:
+        context = HeartbeatContext(
+            reactor=reactor, config=config, local=local, incarnation=incarnation,
+            on_beat=on_beat, on_alive=on_alive or (lambda *args: None),
+            runner=runner or thread_runner(reactor))
+        self.paths = tuple(factory(hb.kind)(context, hb) for hb in config.heartbeats)
+        if not any(p.kind in LAN_KINDS for p in self.paths):
             log.warn("no LAN heartbeat path is configured for {server}", server=local)
 
     @property

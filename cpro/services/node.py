@@ -149,7 +149,8 @@ class ClusterNode(service.MultiService):
         self.membership = Membership(reactor, local, peers, [hb.name for hb in config.heartbeats],
                                      config.hb_timeout, _MembershipEvents(self), self.incarnation)
         self.controller.membership = self.membership
-        self.heartbeat = HeartbeatService(reactor, config, local, self.incarnation, self._digest, self._on_beat)
+        self.heartbeat = HeartbeatService(reactor, config, local, self.incarnation, self._digest, self._on_beat,
+                                          self._on_alive)
         self.heartbeat.setServiceParent(self)
         # Monitors run while the cluster service is Running (MonitorService.sync,
         # called on every state change); stopping the service stops them.
@@ -298,6 +299,9 @@ class ClusterNode(service.MultiService):
                 and packet.sender not in self._fetching:
             self._fetching.add(packet.sender)
             self.internal.refresh(packet.sender).addBoth(lambda _: self._fetching.discard(packet.sender))
+
+    def _on_alive(self, path, server, incarnation, age):
+        self.membership.beat(server, path, incarnation, age)
 
     @defer.inlineCallbacks
     def _config_mismatch(self, server, detail, via):

@@ -404,10 +404,10 @@ class ConfigurationTests(ServiceTestMixin, SynchronousTestCase):
         self.assertEqual(set(service.path("lankhb1").peers()), {"srv2"})
         self.assertEqual(set(service.path("lanhb1").peers()), {"srv2", "srv3"})
 
-    def test_other_heartbeat_kinds_are_skipped(self):
-        paths = dict(TWO_PATHS, diskhb1=("diskhb", 300, "/dev/sdb{}"))
-        service = self.make_service(config=make_config(paths=paths))
-        self.assertEqual(service.path_names, ["lanhb1", "lankhb1"])
+    def test_unknown_heartbeat_kind_is_refused_by_name(self):
+        paths = dict(TWO_PATHS, pigeonhb1=("pigeonhb", 900, "coop{}"))
+        e = self.assertRaises(HeartbeatConfigError, self.make_service, config=make_config(paths=paths))
+        self.assertIn("pigeonhb", str(e))
 
     def test_bad_interval_or_key(self):
         self.assertRaises(HeartbeatConfigError, self.make_service, config=make_config(interval=0))

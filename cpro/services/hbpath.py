@@ -1,0 +1,89 @@
+"""The registry of heartbeat path kinds, and what every path is built with.
+
+Each kind lives in its own module (LAN in L{cpro.services.heartbeat}, COM in
+L{cpro.services.comhb}, ...), which registers a factory with
+L{heartbeat_kind}. The heartbeat service builds one path per configured
+heartbeat resource with C{factory(context, heartbeat_config)}; the factory
+returns an L{cpro.interfaces.IHeartbeatPath}.
+"""
+
+import importlib
+from dataclasses import dataclass
+from typing import Any, Callable
+
+# kind -> module that registers it (imported on first use).
+KIND_MODULES = {
+    "lanhb": "cpro.services.heartbeat",
+    "lankhb": "cpro.services.heartbeat",
+    "comhb": "cpro.services.comhb",
+    "diskhb": "cpro.services.diskhb",
+    "bmchb": "cpro.services.bmchb",
+    "witnesshb": "cpro.services.witnesshb",
+}
+
+_FACTORIES = {}
+
+
+class HeartbeatConfigError(ValueError):
+    """The configuration cannot give this server a heartbeat path."""
+
+
+@dataclass
+class HeartbeatContext:
+    """What a heartbeat path is built with.
+
+    @ivar reactor: the reactor (IReactorTime, IReactorUDP, IReactorFDSet, ...).
+    @ivar config: the L{cpro.config.model.ClusterConfig}.
+    @ivar local: name of the local server.
+    @ivar incarnation: the local daemon's L{cpro.protocols.heartbeat.Incarnation}.
+    @ivar on_beat: C{on_beat(path_name, packet)} for each authentic, fresh
+        L{cpro.protocols.heartbeat.HeartbeatPacket} from a peer.
+    @ivar on_alive: C{on_alive(path_name, server, incarnation_or_None, age_seconds)}
+        for a view that a peer was alive C{age} seconds ago.
+    @ivar runner: C{runner(fn, *args)} -> Deferred, for blocking calls
+        (disk I/O, IPMI): L{cpro.resources.runners.thread_runner} in the daemon.
+    """
+
+    reactor: Any
+    config: Any
+    local: str
+    incarnation: Any
+    on_beat: Callable
+    on_alive: Callable
+    runner: Callable
+
+    @property
+    def interval(self):
+        return self.config.hb_interval
+
+    @property
+    def timeout(self):
+        return self.config.hb_timeout
+
+    def peers(self):
+        """The other servers' L{cpro.config.model.ServerConfig}s."""
+        return [s for s in self.config.servers if s.name != self.local]
+
+    def me(self):
+        return self.config.server(self.local)
+
+
+def heartbeat_kind(*kinds):
+    """Class or function decorator: register a path factory for C{kinds}."""
+
+    def register(factory):
+        for kind in kinds:
+            _FACTORIES[kind] = factory
+        return factory
+
+    return register
+
+
+def factory(kind):
+    """The factory of heartbeat kind C{kind}; raises HeartbeatConfigError if unknown."""
+    if kind not in _FACTORIES and kind in KIND_MODULES:
+        importlib.import_module(KIND_MODULES[kind])
+    try:
+        return _FACTORIES[kind]
+    except KeyError:
+        raise HeartbeatConfigError(f"heartbeat kind {kind!r} is not supported") from None
