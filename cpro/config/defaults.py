@@ -205,7 +205,6 @@ IP_RESOURCE_TYPES = frozenset(
 )
 DISK_RESOURCE_TYPES = frozenset({"disk", "md", "hd", "volmgr", "nas"})
 
-SUPPORTED_HEARTBEAT_KINDS = ("lanhb", "lankhb")
 SUPPORTED_RESOURCE_TYPES = ("exec", "fip")
 
 # Monitor final actions (emergency/action) cpro carries out; the original's

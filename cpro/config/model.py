@@ -109,6 +109,7 @@ class PingTarget:
     groups: tuple  # of tuples of IP address strings
     interval: float = 0.2  # s between echo rounds while resolving (cpro, ms in clp.conf)
     timeout: float = 1.0  # s: no answer by then = the group does not answer (ms in clp.conf)
+    servers: tuple = ()  # servers that use it (device info 1)
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,7 @@ class HttpNPConfig:
     priority: int
     device: int  # 10700+; servers whose device@<device>/info is 1 use it
     target: HttpTarget
+    servers: tuple = ()  # servers that use it (device info 1)
 
 
 @dataclass(frozen=True)

@@ -14,13 +14,12 @@ import re
 import shlex
 from types import SimpleNamespace
 
-from cpro.config import fip, monitors, order
+from cpro.config import fip, monitors, order, partition
 from cpro.config.defaults import (
     DAEMON_FAILURE_ACTIONS,
     DEFAULTS,
     MAX_SERVERS,
     RANGES,
-    SUPPORTED_HEARTBEAT_KINDS,
 )
 from cpro.config.model import (
     ClusterConfig,
@@ -43,8 +42,6 @@ _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,62}\Z")
 # Top-level sections accepted silently: GUI and bookkeeping metadata.
 _SILENT_SECTIONS = frozenset({"all", "trekking", "webmgr"})
 _UNSUPPORTED_SECTIONS = {
-    "networkpartition": "network partition resolution is not supported yet: "
-                        "<networkpartition> is ignored",
     "messages": "alert destination settings are not supported yet: <messages> is ignored",
 }
 
@@ -89,11 +86,15 @@ class _Loader:
         self.resources, self.ignored_resources = self.read_resources(resource)
         self.groups = self.read_groups(root.children("group"))
         self.monitors = monitors.read_section(self, root.child("monitor"))
+        self.np_pings, self.np_https = partition.read_section(self, root.child("networkpartition"))
         self.daemon_failure_action = self.read_pm(root.child("pm"))
         root.ignore(*_SILENT_SECTIONS)
         root.finish(lambda n: _UNSUPPORTED_SECTIONS.get(n.tag))
 
-        self.check_heartbeat_devices()
+        partition.check_heartbeat_devices(self.report, self.heartbeats, self.servers)
+        partition.check_np_devices(self, self.np_pings, self.np_https, self.servers)
+        if self.cluster is not None:
+            partition.check_forced_stop(self.report, self.cluster.partition, self.servers)
         self.check_bindings()
         self.check_memberships()
         self.check_dependencies()
@@ -163,6 +164,8 @@ class _Loader:
         c.reboot = self.os_command(osaction, node, "reboot")
         if osaction is not None:
             osaction.finish()
+
+        c.partition = partition.read_cluster_settings(self, node)
 
         monitor = node.child("monitor")
         c.monitor_delaywarning = self.cluster_integer(monitor, "monitor", "delaywarning")
@@ -350,16 +353,19 @@ class _Loader:
         if not dev_type:
             self.error(f"{node.path}/type", "device type is required")
             return None
-        valid_info, prefix = None, 0
+        valid_info, prefix, extras = None, 0, {}
         if dev_type == "lan":
             valid_info, prefix = self.lan_address(info, f"{node.path}/info")
             node.finish()
+        elif dev_type in partition.DEVICE_TYPES:
+            extras = partition.read_device(self.report, node, dev_type, info)
         else:
             # Their children (e.g. <mdc><info>) belong to features cpro lacks.
             self.warning(node.path, f"device type {dev_type!r} is not used by cpro yet")
             node.ignore(*(c.tag for c in node.element))
         return SimpleNamespace(id=dev_id, type=dev_type, info=info, extend=extend,
-                               valid_info=valid_info, prefix=prefix, path=node.path)
+                               valid_info=valid_info, prefix=prefix, path=node.path,
+                               bmc=extras.get("bmc"), use=extras.get("use", False))
 
     def lan_address(self, text, path):
         """(address, prefix length or 0) of a lan device's info, (None, 0) after an error.
@@ -390,15 +396,16 @@ class _Loader:
         priorities = {}
         for child in node.unconsumed():
             node.ignore(child.tag)
-            if child.tag not in SUPPORTED_HEARTBEAT_KINDS:
-                self.warning(child.path, f"heartbeat kind {child.tag!r} is not supported yet: "
+            if child.tag not in partition.DEVICE_OF_KIND:
+                self.warning(child.path, f"heartbeat kind {child.tag!r} is not supported: "
                                          f"{child.attr('name') or child.tag} is ignored")
                 continue
             name = self.name_of(child, "heartbeat")
             hb_priority = child.integer("priority", limits=RANGES["heartbeat/priority"],
                                         required=True)
             device = child.integer("device", limits=RANGES["device/id"], required=True)
-            child.finish()
+            extras = partition.read_heartbeat(self.report, child, child.tag)
+            child.finish(_unsupported_parameter)
             if name is None:
                 continue
             if name in heartbeats:
@@ -410,24 +417,10 @@ class _Loader:
                                                          f"by heartbeat {priorities[hb_priority]}")
                 priorities.setdefault(hb_priority, name)
             heartbeats[name] = SimpleNamespace(name=name, kind=child.tag, priority=hb_priority,
-                                               device=device, path=child.path)
-        if not heartbeats:
+                                               device=device, path=child.path, extras=extras)
+        if not any(hb.kind in partition.LAN_KINDS for hb in heartbeats.values()):
             self.error(node.path, "at least one lanhb or lankhb heartbeat is required")
         return heartbeats
-
-    def check_heartbeat_devices(self):
-        for hb in self.heartbeats.values():
-            if hb.device is None:
-                continue
-            for server in self.servers.values():
-                device = server.devices.get(hb.device)
-                if device is None:
-                    self.error(f"{server.path}/device@{hb.device}",
-                               f"device {hb.device} is missing: heartbeat {hb.name} uses it "
-                               "on every server")
-                elif device.type != "lan":
-                    self.error(device.path, f"device {hb.device} is of type {device.type!r} "
-                                            f"but heartbeat {hb.name} needs a lan device")
 
     # -- ports and addresses ----------------------------------------------
 
@@ -448,6 +441,8 @@ class _Loader:
                 bindings.append(("tcp", server.address, ports["internal"], "internal communication"))
                 bindings.append(("udp", server.address, ports["alert"], "alert synchronisation"))
             for hb in sorted(self.heartbeats.values(), key=lambda h: h.name):
+                if hb.kind not in partition.LAN_KINDS:
+                    continue
                 device = server.devices.get(hb.device)
                 if device is not None and device.valid_info:
                     bindings.append(("udp", device.valid_info, ports[hb.kind], f"heartbeat {hb.name}"))
@@ -732,10 +727,12 @@ class _Loader:
                                    extend=d.extend, prefix=d.prefix)
                             for _, d in sorted(s.devices.items()))
             servers.append(ServerConfig(name=s.name, priority=s.priority, devices=devices,
-                                        ports=Ports(**self.merged_ports(s)), address=s.address))
+                                        ports=Ports(**self.merged_ports(s)), address=s.address,
+                                        bmc=partition.server_bmc(self.report, s)))
         heartbeats = tuple(
-            HeartbeatConfig(name=h.name, kind=h.kind, priority=h.priority, device=h.device)
+            HeartbeatConfig(name=h.name, kind=h.kind, priority=h.priority, device=h.device, **h.extras)
             for h in sorted(self.heartbeats.values(), key=lambda h: h.priority))
+        network_partition, forced_stop = partition.build(c.partition, self.np_pings, self.np_https)
         by_priority = tuple(s.name for s in servers)
         groups, resources = [], []
         for g in sorted(self.groups.values(), key=lambda g: g.gid):
@@ -758,6 +755,7 @@ class _Loader:
             groups=tuple(groups), resources=tuple(resources),
             os_actions=OSActionCommands(shutdown=c.shutdown, reboot=c.reboot),
             monitors=monitors.build(self, self.monitors),
+            network_partition=network_partition, forced_stop=forced_stop,
             daemon_failure_action=self.daemon_failure_action,
             alert_log_max_bytes=c.alert_maxsize, alert_log_backups=c.alert_backups)
 

@@ -62,12 +62,12 @@ class ClpcfchkTests(SynchronousTestCase):
         self.assertEqual(err, "")
 
     def test_valid_with_warnings(self):
-        path = self.write(VALID.format(extra="<networkpartition/>"))
+        path = self.write(VALID.format(extra="<messages/>"))
         code, out, _ = self.run_main(path)
         self.assertEqual(code, 0)
         self.assertEqual(out.splitlines(), [
-            "warning: /root/networkpartition: network partition resolution is not supported "
-            "yet: <networkpartition> is ignored",
+            "warning: /root/messages: alert destination settings are not supported yet: "
+            "<messages> is ignored",
             f"clpcfchk: {path} is valid (1 warning(s))",
         ])
 

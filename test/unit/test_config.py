@@ -402,14 +402,12 @@ class ServerErrorTests(ConfigTestMixin, SynchronousTestCase):
                      '<device id="0"><type>disk</type><info>/dev/sdb1</info></device></server>')
         error = self.problems(servers=servers)
         self.assertProblem(error.errors, "/root/server@srv2/device@0", "needs a lan device")
-        self.assertProblem(error.warnings, "/root/server@srv2/device@0", "'disk' is not used")
 
     def test_no_lan_heartbeat(self):
         self.assertError("/root/heartbeat", "at least one lanhb or lankhb", heartbeat="")
-        error = self.problems(heartbeat='<heartbeat><diskhb name="diskhb1"/></heartbeat>')
+        error = self.problems(heartbeat='<heartbeat><diskhb name="diskhb1"><priority>1</priority>'
+                                        '<device>300</device></diskhb></heartbeat>')
         self.assertProblem(error.errors, "/root/heartbeat", "at least one lanhb")
-        self.assertProblem(error.warnings, "/root/heartbeat/diskhb@diskhb1",
-                           "heartbeat kind 'diskhb' is not supported yet")
 
     def test_heartbeat_priority_duplicate(self):
         heartbeat = ('<heartbeat><lanhb name="lanhb1"><priority>0</priority><device>0</device>'
@@ -612,10 +610,10 @@ class ManyErrorsTests(ConfigTestMixin, SynchronousTestCase):
 class WarningTests(ConfigTestMixin, SynchronousTestCase):
     def test_unsupported_sections(self):
         extra = ('<monitor><types name="userw"/><userw name="userw"/></monitor>'
-                 '<networkpartition><pingnp name="pingnp1"/></networkpartition>'
+                 '<networkpartition><disknp name="disknp1"/></networkpartition>'
                  '<messages/><bogus/>')
         config, warnings = self.load(extra=extra)
-        self.assertProblem(warnings, "/root/networkpartition", "not supported yet")
+        self.assertProblem(warnings, "/root/networkpartition/disknp@disknp1", "not supported")
         self.assertProblem(warnings, "/root/messages", "not supported yet")
         self.assertProblem(warnings, "/root/bogus", "unknown element <bogus>")
         self.assertEqual(len(warnings), 3)
@@ -635,11 +633,11 @@ class WarningTests(ConfigTestMixin, SynchronousTestCase):
     def test_unsupported_heartbeat_kinds(self):
         heartbeat = HEARTBEAT.replace("</heartbeat>", "") + "".join(
             f'<{k} name="{k}1"><priority>9</priority></{k}>'
-            for k in ("diskhb", "comhb", "bmchb", "witnesshb")) + "</heartbeat>"
+            for k in ("pigeonhb", "kernelhb")) + "</heartbeat>"
         config, warnings = self.load(heartbeat=heartbeat)
-        for kind in ("diskhb", "comhb", "bmchb", "witnesshb"):
+        for kind in ("pigeonhb", "kernelhb"):
             self.assertProblem(warnings, f"/root/heartbeat/{kind}@{kind}1",
-                               f"heartbeat kind '{kind}' is not supported yet: {kind}1 is ignored")
+                               f"heartbeat kind '{kind}' is not supported: {kind}1 is ignored")
         self.assertEqual([h.name for h in config.heartbeats], ["lanhb1"])
 
     def test_unknown_elements_everywhere(self):
