@@ -345,6 +345,35 @@ def operation_failed(payload):
     return any(isinstance(e, dict) and e.get("code") for e in results)
 
 
+_NP_KINDS = {"pingnp": "ping resolution", "httpnp": "http resolution", "witness": "witness resolution"}
+
+
+def render_partition(payload):
+    """clpstat -p: this server's network-partition resolvers (last check) and forced stop."""
+    np = payload.get("network_partition") or {}
+    resolvers = np.get("resolvers") or {}
+    column = _column([f"      {name}" for name in resolvers] + ["      forced stop", "      takeover wait"])
+    lines = [_banner("NETWORK PARTITION RESOLUTION STATUS"), f"  Cluster : {_cluster_name(payload)}",
+             f"  [on {payload.get('local', '?')}]"]
+    if not resolvers:
+        lines.append("      (no network partition resolution resource on this server)")
+    for name, r in resolvers.items():
+        healthy = r.get("healthy")
+        word = "Unknown" if healthy is None else ("Normal" if healthy else "Error")
+        value = f"{word:<{STATUS_WIDTH}}{_NP_KINDS.get(r.get('kind'), r.get('kind', '?'))}"
+        if r.get("reason"):
+            value += f" ({r['reason']})"
+        lines.append(_padded(f"      {name}", value, column))
+    lines.append(_padded("      forced stop", np.get("forced_stop") or "off", column))
+    if np.get("takeover_delay") is not None:
+        lines.append(_padded("      takeover wait", f"{np['takeover_delay']:.3f} s", column))
+    for key, words in (("resolving", "resolving the loss of"), ("suppressed", "failover suppressed for")):
+        if np.get(key):
+            lines.append(f"      {words}: {', '.join(np[key])}")
+    lines.append(_rule())
+    return "\n".join(lines) + "\n"
+
+
 # Status views by name (clpstat options, admin 'status VIEW').
 VIEWS = {
     "status": render_status,
@@ -352,6 +381,7 @@ VIEWS = {
     "groupmap": render_groupmap,
     "heartbeats": render_heartbeats,
     "monitors": render_monitors,
+    "partition": render_partition,
 }
 
 

@@ -31,6 +31,8 @@ def main(argv=None, *, stdout=None, stderr=None):
                           help="servers and heartbeat paths")
         view.add_argument("-m", dest="view", action="store_const", const="monitors",
                           help="monitor resources")
+        view.add_argument("-p", dest="view", action="store_const", const="partition",
+                          help="network partition resolution and forced stop")
         view.add_argument("--detail", dest="view", action="store_const", const="detail",
                           help="status with priorities, resource types and owners")
         view.add_argument("--alerts", nargs="?", type=int, const=100, default=None, metavar="N",

@@ -23,7 +23,9 @@ from cpro.cluster import placement
 from cpro.cluster.errors import OperationError  # noqa: F401  (re-exported)
 from cpro.cluster.escalation import ActivationEscalation, FinalAction
 from cpro.cluster.monitoractions import MonitorRecoveryActions
+from cpro.cluster.partition import Outcome
 from cpro.cluster.states import ClusterServiceState, GroupState, Level, MonitorState, PathState
+from cpro.config.partition import NP_ACTIONS as NP_ACTION_WORDS
 
 log = Logger()
 
@@ -113,6 +115,13 @@ class ClusterController(MonitorRecoveryActions):
         # by the node: its report() goes into local_report, operate(args) serves
         # the 'monitor_local' requests.
         self.monitors = None
+        # Network-partition resolution and forced stop between a peer's loss
+        # and its failover (cpro.cluster.partition.PartitionResolution), and
+        # the node's hook carrying out the NP action: on_network_partition(action)
+        # -> Deferred. Both set by the node; None = fail over at once.
+        self.partition = None
+        self.on_network_partition = None
+        self._np_acting = False
 
     # -- views ---------------------------------------------------------------
 
@@ -352,14 +361,48 @@ class ClusterController(MonitorRecoveryActions):
 
     def server_up(self, server, incarnation):
         self.alert("nm", 1, Level.INFO, f"Server {server} has started.")
+        if self.partition is not None:
+            self.partition.cancel(server)
 
     def server_down(self, server):
         self.alert("nm", 2, Level.WARNING, f"Server {server} has been stopped.")
         report = self.reports.pop(server, None)
         held = [g for g, s in (report.groups if report else {}).items()
                 if GroupState(s).holds_resources and g in self.groups_by_name]
-        self._failover_from(server, held)
+        if self.partition is not None and self.partition.active and self.service in (
+                ClusterServiceState.RUNNING, ClusterServiceState.STARTING):
+            # Resolve first: if this server is the one cut off, it must not
+            # take the peer's groups; and a fenced peer cannot still run them.
+            d = self.partition.resolve(server)
+            d.addCallback(self._resolved, server, held)
+            d.addErrback(lambda f: log.failure("network partition resolution for {server}", f, server=server))
+        else:
+            self._failover_from(server, held)
         self._check_sync()
+
+    def _resolved(self, outcome, server, held):
+        if outcome is Outcome.FAILOVER:
+            if not self.peer_up(server):
+                self._failover_from(server, held)
+        elif outcome is Outcome.ISOLATED:
+            self._network_partitioned(server)
+
+    def _network_partitioned(self, server):
+        """This server could not prove it is on the healthy side: protect the
+        data. The peers' groups are never taken; the NP action runs once."""
+        if self._np_acting:
+            return
+        self._np_acting = True
+        action = self.config.network_partition.action
+        words = NP_ACTION_WORDS.get(action, str(action))
+        self.alert("nm", 30, Level.ERROR,
+                   f"Network partition was detected (server {server} lost and the resolution failed). "
+                   f"Action on {self.local} to protect data: {words}.")
+        if action == 0 or self.on_network_partition is None:
+            self._np_acting = False
+            return
+        d = defer.maybeDeferred(self.on_network_partition, action)
+        d.addErrback(lambda f: log.failure("network partition action {action}", f, action=action))
 
     def server_restarted(self, server, old, new):
         """The peer's daemon restarted faster than the heartbeat timeout: what

@@ -75,6 +75,7 @@ def cluster_status(c):
         "resources": resources,
         "monitors": monitor_status(c),
         "monitor_recovery": monitor_recovery(c),
+        "network_partition": c.partition.status() if c.partition is not None else None,
     }
 
 

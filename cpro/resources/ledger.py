@@ -354,22 +354,40 @@ def cleanup_leftovers(reactor, ledger, removers=None, grace=2.0, poll=0.05, remo
 
     @return: Deferred firing a L{CleanupReport}; it never fails.
     """
-    removers = removers or {}
-    proc = proc or ProcTable()
     report = CleanupReport(stale=len(ledger.stale()))
-    leftovers = ledger.leftovers()
-    groups = [e for e in leftovers if e.kind == PROCESS_GROUP]
-    others = [e for e in leftovers if e.kind != PROCESS_GROUP]
-    try:
-        yield _kill_groups(reactor, groups, grace, poll, proc, report)
-        for entry in others:
-            yield _remove(reactor, entry, removers.get(entry.kind), remove_timeout, report)
-    except Exception as e:  # a bug here must not keep the daemon from starting
-        log.failure("cleaning up leftovers")
-        report.failed.append(f"the cleanup itself ({e})")
+    yield release(reactor, ledger.leftovers(), removers, grace, poll, remove_timeout, proc, report)
     ledger.clear_leftovers()
     if report.found or report.stale:
         log.info("leftovers of the previous daemon: {summary}", summary=report.summary())
+    return report
+
+
+@defer.inlineCallbacks
+def release(reactor, entries, removers=None, grace=2.0, poll=0.05, remove_timeout=10.0, proc=None,
+            report=None, addresses_first=False):
+    """Kill the process groups and remove the other holdings of C{entries}.
+
+    The crash clean-up (L{cleanup_leftovers}) and the emergency release of a
+    server that finds itself cut off by a network partition (addresses first,
+    no grace: the healthy side is about to take them) share it.
+
+    @return: Deferred firing a L{CleanupReport}; it never fails.
+    """
+    removers = removers or {}
+    proc = proc or ProcTable()
+    report = report if report is not None else CleanupReport()
+    groups = [e for e in entries if e.kind == PROCESS_GROUP]
+    others = [e for e in entries if e.kind != PROCESS_GROUP]
+    try:
+        if not addresses_first:
+            yield _kill_groups(reactor, groups, grace, poll, proc, report)
+        for entry in others:
+            yield _remove(reactor, entry, removers.get(entry.kind), remove_timeout, report)
+        if addresses_first:
+            yield _kill_groups(reactor, groups, grace, poll, proc, report)
+    except Exception as e:  # a bug here must not keep the daemon from going on
+        log.failure("releasing {count} ledger entries", count=len(entries))
+        report.failed.append(f"the release itself ({e})")
     return report
 
 

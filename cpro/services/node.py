@@ -27,11 +27,13 @@ from cpro.protocols import admin as admin_protocol
 from cpro.protocols.heartbeat import StateDigest, new_incarnation
 from cpro.resources.exec import ExecResource
 from cpro.resources.fip import FipResource
-from cpro.resources.ledger import LEDGER_NAME, Ledger, cleanup_leftovers, default_removers
+from cpro.resources.ledger import LEDGER_NAME, Ledger, cleanup_leftovers, default_removers, release
+from cpro.resources.runners import thread_runner
 from cpro.services.alerts import AlertBindError, AlertLog
 from cpro.services.heartbeat import HeartbeatBindError, HeartbeatService
 from cpro.services.internal import InternalService
 from cpro.services.monitors import MonitorService
+from cpro.services.np import build_partition
 from cpro.services.osactions import OSActions
 
 log = Logger()
@@ -152,6 +154,10 @@ class ClusterNode(service.MultiService):
         self.heartbeat = HeartbeatService(reactor, config, local, self.incarnation, self._digest, self._on_beat,
                                           self._on_alive)
         self.heartbeat.setServiceParent(self)
+        # Between a peer's loss and its failover: NP resolution and forced stop.
+        self.controller.partition = build_partition(reactor, config, local, self.alerts, thread_runner(reactor),
+                                                    self.heartbeat.paths)
+        self.controller.on_network_partition = self._network_partition_action
         # Monitors run while the cluster service is Running (MonitorService.sync,
         # called on every state change); stopping the service stops them.
         self.monitors = MonitorService(reactor, config, local, self.controller, self.alerts, state_dir, log_dir,
@@ -270,6 +276,7 @@ class ClusterNode(service.MultiService):
             except Exception:
                 log.failure("stopping the cluster service failed")
         self.membership.stop()
+        self.controller.partition.stop()
         if self.admin_port is not None:
             yield self.admin_port.stopListening()
         yield super().stopService()
@@ -299,6 +306,24 @@ class ClusterNode(service.MultiService):
                 and packet.sender not in self._fetching:
             self._fetching.add(packet.sender)
             self.internal.refresh(packet.sender).addBoth(lambda _: self._fetching.discard(packet.sender))
+
+    @defer.inlineCallbacks
+    def _network_partition_action(self, action):
+        """This server is the one cut off: release what it holds at once (the
+        healthy side takes it after its takeover wait), stop the cluster
+        service and, for actions 2 and 3, shut down or reboot the OS."""
+        report = yield release(self.reactor, self.ledger.entries(), self.removers, grace=0.0,
+                               addresses_first=True)
+        self.alerts.emit("nm", 31, Level.WARNING,
+                         f"Emergency release on {self.local} after a network partition: {report.summary()}.")
+        try:
+            yield self.controller.stop_service(move_groups=False)
+        except Exception:
+            log.failure("stopping the cluster service after a network partition")
+        if action == 2:
+            yield self.os_actions.run("shutdown", "network partition")
+        elif action == 3:
+            yield self.os_actions.run("reboot", "network partition")
 
     def _on_alive(self, path, server, incarnation, age):
         self.membership.beat(server, path, incarnation, age)

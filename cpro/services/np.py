@@ -1,0 +1,47 @@
+"""Building network-partition resolution for one server from the configuration:
+its resolvers (pingnp, httpnp, the witness view) and its forced stop.
+
+The decisions are in L{cpro.cluster.partition}; the checks in
+L{cpro.services.pingnp}, L{cpro.services.httpnp} and
+L{cpro.services.witnesshb}; the fencing in L{cpro.services.forcestop}.
+"""
+
+from cpro.cluster.partition import PartitionResolution
+
+
+def build_resolvers(reactor, config, local, heartbeat_paths=()):
+    """The INPResolvers this server runs, in priority order (ping, http, witness)."""
+    np = config.network_partition
+    resolvers = []
+    pings = [p for p in np.ping if local in p.servers]
+    if pings:
+        from cpro.services.pingnp import PingResolver
+
+        resolvers.extend(PingResolver(reactor, p) for p in pings)
+    https = [h for h in np.http if local in h.servers]
+    if https:
+        from cpro.services.httpnp import HttpResolver
+
+        resolvers.extend(HttpResolver(reactor, h) for h in https)
+    if np.use_witness:
+        for path in heartbeat_paths:
+            resolver = getattr(path, "resolver", None)
+            if path.kind == "witnesshb" and resolver is not None:
+                resolvers.append(resolver())
+    return resolvers
+
+
+def build_forced_stop(reactor, config, local, runner):
+    """The IForcedStop of this server, or None when forced stop is off."""
+    if not config.forced_stop.enabled:
+        return None
+    from cpro.services.forcestop import make_forced_stop
+
+    return make_forced_stop(reactor, config, local, runner)
+
+
+def build_partition(reactor, config, local, alerts, runner, heartbeat_paths=()):
+    return PartitionResolution(
+        reactor, local, build_resolvers(reactor, config, local, heartbeat_paths),
+        build_forced_stop(reactor, config, local, runner), config.network_partition, config.forced_stop,
+        config.hb_interval, alerts)
