@@ -1,0 +1,178 @@
+"""Heartbeat packets on a byte stream (a serial line): bytes <-> packets.
+
+A serial line has no datagram boundaries, and what arrives may be cut
+short (a cable pulled mid-frame, the far end restarting), mixed with line
+noise, or shifted. The frame on the wire is the heartbeat packet of
+L{cpro.protocols.heartbeat} as it is: its header already starts with the
+magic C{b"CPHB"} and carries the lengths that end it, and its HMAC tag
+tells a whole frame from a damaged one. L{frame} is therefore the identity
+on an encoded packet; what this module adds is L{StreamDeframer}, which
+finds frames in the stream again.
+
+Resynchronisation: bytes before a magic are skipped as garbage. A
+candidate frame that fails to decode is skipped only up to the next magic
+inside it, so a frame cut short by the next one costs that frame alone.
+A candidate still waiting for bytes is given up early when a complete,
+authentic frame already starts inside it. The buffer never holds more than
+one candidate (at most L{MAX_PACKET} bytes) after a feed.
+
+Nothing here counts, logs or decides: L{StreamDeframer.feed} returns
+events and the caller (L{cpro.services.comhb}) acts on them.
+"""
+
+import struct
+
+from cpro.protocols.heartbeat import (
+    MAGIC,
+    MAX_PACKET,
+    ForeignCluster,
+    PacketError,
+    Unauthenticated,
+    decode,
+    encode,
+)
+
+_HEADER = struct.Struct("!4sBBH")  # magic, version, name_len, body_len (as in heartbeat.py)
+_TAG_SIZE = 32  # HMAC-SHA256
+
+# Event kinds returned by StreamDeframer.feed / reset.
+PACKET = "packet"  # detail: the HeartbeatPacket
+MALFORMED = "malformed"  # detail: reason (bad header, oversize length, bad body)
+UNAUTHENTICATED = "unauthenticated"  # detail: reason (HMAC mismatch on a whole frame)
+FOREIGN = "foreign"  # detail: reason (another cluster's frame)
+TRUNCATED = "truncated"  # detail: reason (a frame cut short by the next one, or by a reset)
+GARBAGE = "garbage"  # detail: number of bytes skipped that belong to no frame
+RESYNC = "resync"  # detail: None; the reader started hunting for a frame start
+
+
+def frame(packet, key):
+    """The bytes to write on the line for C{packet} (see the module docstring).
+
+    @raise ValueError: as L{cpro.protocols.heartbeat.encode}.
+    """
+    return encode(packet, key)
+
+
+def _kind(error):
+    if isinstance(error, Unauthenticated):
+        return UNAUTHENTICATED
+    if isinstance(error, ForeignCluster):
+        return FOREIGN
+    return MALFORMED
+
+
+def _frame_length(buf, at):
+    """Total length announced by the header at C{buf[at:]}, or None if not all there."""
+    if len(buf) - at < _HEADER.size:
+        return None
+    _magic, _version, name_len, body_len = _HEADER.unpack_from(buf, at)
+    return _HEADER.size + name_len + body_len + _TAG_SIZE
+
+
+def _magic_prefix_tail(buf):
+    """Length of the longest tail of C{buf} that could begin a magic."""
+    for n in range(min(len(MAGIC) - 1, len(buf)), 0, -1):
+        if buf[-n:] == MAGIC[:n]:
+            return n
+    return 0
+
+
+class StreamDeframer:
+    """Finds authentic heartbeat packets of one cluster in a byte stream.
+
+    @param key: the cluster key (bytes).
+    @param cluster: the cluster name.
+    """
+
+    def __init__(self, key, cluster):
+        self._key = key
+        self._cluster = cluster
+        self._buf = bytearray()
+        self._hunting = False  # skipping garbage; a RESYNC was already reported
+
+    def pending(self):
+        """Number of bytes held back (an unfinished frame or a magic's first bytes)."""
+        return len(self._buf)
+
+    def feed(self, data):
+        """Take C{data}; a list of C{(kind, detail)} events, in stream order. Never raises."""
+        events = []
+        buf = self._buf
+        buf += data
+        while buf:
+            start = buf.find(MAGIC)
+            if start < 0:
+                self._skip(len(buf) - _magic_prefix_tail(buf), events)
+                break
+            if start:
+                self._skip(start, events)
+            total = _frame_length(buf, 0)
+            if total is None:
+                break
+            if total > MAX_PACKET:
+                # Not a frame of ours (or a damaged length): the magic goes,
+                # the hunt goes on from the byte after it.
+                events.append((MALFORMED, f"frame header announces {total} bytes, more than {MAX_PACKET}"))
+                del buf[: len(MAGIC)]
+                continue
+            if len(buf) < total:
+                inner = self._authentic_frame_inside(total)
+                if inner is None:
+                    break
+                events.append((TRUNCATED, f"frame cut short after {inner} bytes by the next one"))
+                del buf[:inner]
+                continue
+            candidate = bytes(buf[:total])
+            try:
+                packet = decode(candidate, self._key, self._cluster)
+            except PacketError as e:
+                inner = candidate.find(MAGIC, 1)
+                if inner > 0:
+                    events.append((TRUNCATED, f"frame cut short after {inner} bytes by the next one"))
+                    del buf[:inner]
+                else:
+                    events.append((_kind(e), str(e)))
+                    del buf[:total]
+                self._hunting = False
+                continue
+            del buf[:total]
+            self._hunting = False
+            events.append((PACKET, packet))
+        return events
+
+    def reset(self):
+        """Drop what is held back (the line was closed or lost); its events."""
+        events = []
+        if self._buf:
+            if self._buf.startswith(MAGIC):
+                events.append((TRUNCATED, f"{len(self._buf)} bytes of an unfinished frame dropped"))
+            else:
+                events.append((GARBAGE, len(self._buf)))
+        self._buf = bytearray()
+        self._hunting = False
+        return events
+
+    def _skip(self, count, events):
+        if count <= 0:
+            return
+        if not self._hunting:
+            self._hunting = True
+            events.append((RESYNC, None))
+        events.append((GARBAGE, count))
+        del self._buf[:count]
+
+    def _authentic_frame_inside(self, total):
+        """Offset of a complete, authentic frame starting inside the unfinished
+        candidate at 0 (which therefore was cut short), or None."""
+        buf = self._buf
+        inner = buf.find(MAGIC, 1, total)
+        if inner < 0:
+            return None
+        length = _frame_length(buf, inner)
+        if length is None or length > MAX_PACKET or len(buf) - inner < length:
+            return None
+        try:
+            decode(bytes(buf[inner : inner + length]), self._key, self._cluster)
+        except PacketError:
+            return None
+        return inner
