@@ -429,6 +429,21 @@ class NetnsLab(DaemonCluster):
         self.faults[(host, dev)] = (direction, loss)
 
     @defer.inlineCallbacks
+    def block_between(self, host, address, dev="eth1"):
+        """Drop what host sends to address on dev (IPv4 and ARP) at its switch port: host can no
+        longer reach address while everyone else still can. heal(host) removes it."""
+        table = self._table(host)
+        chain = f"{dev}_to_{address.replace('.', '_')}"
+        yield self.nft(
+            f"add table netdev {table}\n"
+            f"add chain netdev {table} {chain} {{ type filter hook ingress device \"{self.port(host, dev)}\" "
+            f"priority -1 ; policy accept ; }}\n"
+            f"flush chain netdev {table} {chain}\n"
+            f"add rule netdev {table} {chain} ip daddr {address} drop\n"
+            f"add rule netdev {table} {chain} arp daddr ip {address} drop\n")
+        self.faults[(host, f"{dev}>{address}")] = ("out", None)
+
+    @defer.inlineCallbacks
     def block_interconnect(self, server=None, **kw):
         """Drop all traffic on server's interconnect (eth0), or on every server's when server is None."""
         for name in [server] if server else self.names:
