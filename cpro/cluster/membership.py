@@ -68,7 +68,8 @@ class Membership:
     @param clock: an IReactorTime (the reactor, or a task.Clock in tests).
     @param local: name of the local server; always up, never timed out.
     @param peers: names of the other servers.
-    @param paths: heartbeat path (resource) names.
+    @param paths: heartbeat path (resource) names, or {peer: names} when
+        peers are not all on the same paths (a serial line links two servers).
     @param timeout: heartbeat timeout, seconds.
     @param listener: an L{IMembershipListener}.
     @param local_incarnation: the local daemon's incarnation, for L{incarnation}.
@@ -79,11 +80,13 @@ class Membership:
             raise ValueError("the heartbeat timeout must be positive")
         self._clock = clock
         self._local = local
-        self._paths = tuple(paths)
+        every = sorted({p for ps in paths.values() for p in ps}) if isinstance(paths, dict) else paths
+        self._paths = tuple(every)
         self._timeout = float(timeout)
         self._listener = listener
         self._local_incarnation = local_incarnation
-        self._servers = {p: _ServerView(p, self._paths) for p in peers if p != local}
+        self._servers = {p: _ServerView(p, paths.get(p, ()) if isinstance(paths, dict) else self._paths)
+                         for p in peers if p != local}
         self._stopped = False
 
     # -- input -------------------------------------------------------------

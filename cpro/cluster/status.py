@@ -35,7 +35,8 @@ def cluster_status(c):
     servers = []
     for s in c.config.servers:
         if s.name == c.local:
-            paths = {hb.name: PathState.NORMAL for hb in c.config.heartbeats}
+            paths = {hb.name: PathState.NORMAL for hb in c.config.heartbeats
+                     if c.config.takes_part(hb, c.local)}
         elif c.membership is not None:
             paths = c.membership.path_states(s.name)
         else:
@@ -44,7 +45,7 @@ def cluster_status(c):
             "name": s.name, "status": server_status(c, s.name).value, "priority": s.priority,
             "heartbeats": [{"name": hb.name, "type": hb.kind,
                             "status": paths.get(hb.name, PathState.UNKNOWN).value}
-                           for hb in c.config.heartbeats],
+                           for hb in c.config.heartbeats if hb.name in paths or not paths],
         })
     groups, resources = [], []
     for g in sorted(c.config.groups, key=lambda g: g.gid):

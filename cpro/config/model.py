@@ -338,6 +338,27 @@ class ClusterConfig:
                 return m
         return None
 
+    def takes_part(self, heartbeat, server_name):
+        """Whether server C{server_name} is on heartbeat path C{heartbeat}: every
+        server for LAN paths; for the others, the servers having its device (a
+        serial line's two ends, the servers sharing the disk, those with a BMC,
+        those whose witness device says 1)."""
+        if heartbeat.kind in ("lanhb", "lankhb"):
+            return True
+        server = self.server(server_name)
+        device = server.device(heartbeat.device) if server is not None else None
+        if device is None:
+            return False
+        if heartbeat.kind == "witnesshb":
+            return device.info == "1"
+        if heartbeat.kind == "bmchb":
+            return server.bmc is not None
+        return True
+
+    def shared_paths(self, a, b):
+        """Names of the heartbeat paths both servers C{a} and C{b} are on."""
+        return [hb.name for hb in self.heartbeats if self.takes_part(hb, a) and self.takes_part(hb, b)]
+
     def group_resources(self, group_name):
         group = self.group(group_name)
         return tuple(self.resource(n) for n in group.resources) if group else ()

@@ -361,7 +361,8 @@ class HeartbeatService(MultiService):
             reactor=reactor, config=config, local=local, incarnation=incarnation,
             on_beat=on_beat, on_alive=on_alive or (lambda *args: None),
             runner=runner or thread_runner(reactor))
-        self.paths = tuple(factory(hb.kind)(context, hb) for hb in config.heartbeats)
+        self.paths = tuple(factory(hb.kind)(context, hb) for hb in config.heartbeats
+                           if config.takes_part(hb, local))
         if not any(p.kind in LAN_KINDS for p in self.paths):
             log.warn("no LAN heartbeat path is configured for {server}", server=local)
 

@@ -148,7 +148,7 @@ class ClusterNode(service.MultiService):
         self.controller.on_state_change = self._state_changed
 
         peers = [s.name for s in config.servers if s.name != local]
-        self.membership = Membership(reactor, local, peers, [hb.name for hb in config.heartbeats],
+        self.membership = Membership(reactor, local, peers, {p: config.shared_paths(local, p) for p in peers},
                                      config.hb_timeout, _MembershipEvents(self), self.incarnation)
         self.controller.membership = self.membership
         self.heartbeat = HeartbeatService(reactor, config, local, self.incarnation, self._digest, self._on_beat,
