@@ -23,11 +23,11 @@ def build_resolvers(reactor, config, local, heartbeat_paths=()):
         from cpro.services.httpnp import HttpResolver
 
         resolvers.extend(HttpResolver(reactor, h) for h in https)
-    if np.use_witness:
-        for path in heartbeat_paths:
-            resolver = getattr(path, "resolver", None)
-            if path.kind == "witnesshb" and resolver is not None:
-                resolvers.append(resolver())
+    witnesses = [p for p in heartbeat_paths if p.kind == "witnesshb" and p.used] if np.use_witness else []
+    if witnesses:
+        from cpro.services.witnesshb import WitnessResolver
+
+        resolvers.extend(WitnessResolver(p, config.hb_timeout) for p in witnesses)
     return resolvers
 
 
