@@ -1,0 +1,1 @@
+../floating-ip/hello.py
