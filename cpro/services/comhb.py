@@ -34,8 +34,8 @@ from zope.interface import implementer
 
 from cpro.interfaces import IHeartbeatPath
 from cpro.protocols import serialframe
-from cpro.protocols.heartbeat import MAX_PACKET, REPLAY, RESTARTED, STALE, HeartbeatPacket, ReplayGuard
-from cpro.services.hbpath import HeartbeatConfigError, heartbeat_kind
+from cpro.protocols.heartbeat import MAX_PACKET, HeartbeatPacket, ReplayGuard
+from cpro.services.hbpath import HeartbeatConfigError, deliver, heartbeat_kind, is_log_point
 
 log = Logger()
 
@@ -71,12 +71,6 @@ MIN_REOPEN = 0.2
 # Bytes the transport may hold unwritten before beats are skipped: a couple
 # of packets, so that a beat is never more than about two beats late.
 WRITE_BACKLOG = 2 * MAX_PACKET
-
-
-def _is_log_point(count):
-    # The 1st, 10th, 100th...: a flood must not flood the log, yet the
-    # operator sees that it goes on.
-    return str(count).rstrip("0") == "1"
 
 
 def _describe(exc):
@@ -259,7 +253,7 @@ class ComHeartbeatPath:
             return
         if self._protocol.paused:
             self._counters["backlog"] += 1
-            if _is_log_point(self._counters["backlog"]):
+            if is_log_point(self._counters["backlog"]):
                 log.warn("heartbeat path {path}: {device} is not draining; beat skipped "
                          "({count} so far)", path=self.name, device=self.device,
                          count=self._counters["backlog"])
@@ -335,7 +329,7 @@ class ComHeartbeatPath:
             log.error("heartbeat path {path}: cannot open serial device {device}: {problem}; "
                       "retrying every {delay:.1f} s", path=self.name, device=self.device,
                       problem=problem, delay=self._reopen_delay)
-        elif _is_log_point(self._failed_opens):
+        elif is_log_point(self._failed_opens):
             log.warn("heartbeat path {path}: serial device {device} still cannot be opened "
                      "({count} attempts): {problem}", path=self.name, device=self.device,
                      count=self._failed_opens, problem=problem)
@@ -403,7 +397,7 @@ class ComHeartbeatPath:
             self._counters["garbage_bytes"] += detail
         elif kind == serialframe.RESYNC:
             self._counters["resync"] += 1
-            if _is_log_point(self._counters["resync"]):
+            if is_log_point(self._counters["resync"]):
                 log.warn("heartbeat path {path}: bytes on {device} that are not a heartbeat "
                          "frame; skipping to the next frame (line noise or a baud rate "
                          "mismatch?) ({count} so far)", path=self.name, device=self.device,
@@ -418,24 +412,12 @@ class ComHeartbeatPath:
                    if packet.sender == self._local
                    else f"from {packet.sender!r}, not {self.peer}, the peer on this line")
             return self._drop("unknown_sender", why)
-        verdict = self._guard.accept(packet)
-        if verdict == REPLAY:
-            return self._drop("replayed", f"{packet.sender} seq {packet.seq}")
-        if verdict == STALE:
-            return self._drop("stale", f"{packet.sender} incarnation {packet.incarnation}")
-        if verdict == RESTARTED:
-            log.info("heartbeat path {path}: {server} runs a new incarnation {incarnation}",
-                     path=self.name, server=packet.sender, incarnation=packet.incarnation)
-        self._counters["accepted"] += 1
-        try:
-            self._on_beat(self.name, packet)
-        except Exception:
-            log.failure("heartbeat path {path}: on_beat failed", path=self.name)
+        deliver(self.name, self._guard, packet, self._counters, self._drop, self._on_beat, log)
 
     def _drop(self, kind, reason):
         self._counters[kind] += 1
         count = self._counters[kind]
-        if _is_log_point(count):
+        if is_log_point(count):
             log.warn("heartbeat path {path}: dropped {kind} frame on {device}: {reason} "
                      "({count} so far)", path=self.name, kind=kind, device=self.device,
                      reason=reason, count=count)

@@ -27,9 +27,6 @@ from zope.interface import implementer
 from cpro.interfaces import IHeartbeatPath
 from cpro.protocols import diskslot
 from cpro.protocols.heartbeat import (
-    REPLAY,
-    RESTARTED,
-    STALE,
     ForeignCluster,
     HeartbeatPacket,
     MalformedPacket,
@@ -38,7 +35,7 @@ from cpro.protocols.heartbeat import (
     decode,
     encode,
 )
-from cpro.services.hbpath import HeartbeatConfigError, heartbeat_kind
+from cpro.services.hbpath import HeartbeatConfigError, deliver, heartbeat_kind, is_log_point
 
 log = Logger()
 
@@ -384,20 +381,9 @@ class DiskHeartbeatPath:
             return self._drop("malformed", server,
                               f"packet of {packet.sender!r} seq {packet.seq} in a record of "
                               f"{record.server!r} seq {record.seq}")
-        verdict = self._guard.accept(packet)
-        if verdict == REPLAY:
-            return self._drop("replayed", server, f"seq {packet.seq} not above the last one")
-        if verdict == STALE:
-            return self._drop("stale", server, f"older incarnation {packet.incarnation}")
-        if verdict == RESTARTED:
-            log.info("heartbeat path {path}: {server} runs a new incarnation {incarnation}",
-                     path=self.name, server=server, incarnation=packet.incarnation)
         self._check_skew(server, record.written_ns)
-        self._counters["accepted"] += 1
-        try:
-            self._on_beat(self.name, packet)
-        except Exception:
-            log.failure("heartbeat path {path}: on_beat failed", path=self.name)
+        deliver(self.name, self._guard, packet, self._counters,
+                lambda kind, reason: self._drop(kind, server, reason), self._on_beat, log)
 
     def _check_skew(self, server, written_ns):
         # Beats are judged by their sequence number alone (clocks of servers
@@ -478,8 +464,7 @@ class DiskHeartbeatPath:
     def _drop(self, kind, server, reason):
         self._counters[kind] += 1
         count = self._counters[kind]
-        # The 1st, 10th, 100th... of each kind, as on the LAN path.
-        if str(count).rstrip("0") == "1":
+        if is_log_point(count):
             log.warn("heartbeat path {path}: dropped {kind} record in the slot of {server} "
                      "on {device}: {reason} ({count} so far)", path=self.name, kind=kind,
                      server=server, device=self.device, reason=reason, count=count)
@@ -487,7 +472,7 @@ class DiskHeartbeatPath:
     def _count_and_log(self, kind, message):
         self._counters[kind] += 1
         count = self._counters[kind]
-        if str(count).rstrip("0") == "1":
+        if is_log_point(count):
             log.warn("heartbeat path {path}: " + message + " ({count} so far)",
                      path=self.name, device=self.device, count=count)
 

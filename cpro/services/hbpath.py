@@ -11,6 +11,12 @@ import importlib
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from twisted.logger import Logger
+
+from cpro.protocols.heartbeat import REPLAY, RESTARTED, STALE
+
+log = Logger()
+
 # kind -> module that registers it (imported on first use).
 KIND_MODULES = {
     "lanhb": "cpro.services.heartbeat",
@@ -87,3 +93,28 @@ def factory(kind):
         return _FACTORIES[kind]
     except KeyError:
         raise HeartbeatConfigError(f"heartbeat kind {kind!r} is not supported") from None
+
+
+def is_log_point(count):
+    """The 1st, 10th, 100th... of a kind of dropped packet: a flood must not
+    flood the log, yet the operator sees that it goes on."""
+    return str(count).rstrip("0") == "1"
+
+
+def deliver(path_name, guard, packet, counters, drop, on_beat, logger=log):
+    """The last steps every packet-carrying path shares: the replay guard, the
+    count, the hand-over to C{on_beat}. C{drop(kind, reason)} is the path's
+    own drop (it counts and logs); C{logger} is the path module's. Never raises."""
+    verdict = guard.accept(packet)
+    if verdict == REPLAY:
+        return drop("replayed", f"{packet.sender} seq {packet.seq}")
+    if verdict == STALE:
+        return drop("stale", f"{packet.sender} incarnation {packet.incarnation}")
+    if verdict == RESTARTED:
+        logger.info("heartbeat path {path}: {server} runs a new incarnation {incarnation}",
+                    path=path_name, server=packet.sender, incarnation=packet.incarnation)
+    counters["accepted"] += 1
+    try:
+        on_beat(path_name, packet)
+    except Exception:
+        logger.failure("heartbeat path {path}: on_beat failed", path=path_name)

@@ -22,12 +22,9 @@ from zope.interface import implementer
 
 from cpro.interfaces import IHeartbeatPath
 from cpro.resources.runners import thread_runner
-from cpro.services.hbpath import HeartbeatConfigError, HeartbeatContext, factory, heartbeat_kind
+from cpro.services.hbpath import HeartbeatConfigError, HeartbeatContext, deliver, factory, heartbeat_kind, is_log_point
 from cpro.protocols.heartbeat import (
     MAX_PACKET,
-    REPLAY,
-    RESTARTED,
-    STALE,
     ForeignCluster,
     HeartbeatPacket,
     MalformedPacket,
@@ -263,30 +260,13 @@ class LanHeartbeatPath(DatagramProtocol):
                 "spoofed", addr, f"claims to be {peer.name}, whose address is {peer.address}"
             )
 
-        verdict = self._guard.accept(packet)
-        if verdict == REPLAY:
-            return self._drop("replayed", addr, f"{peer.name} seq {packet.seq}")
-        if verdict == STALE:
-            return self._drop("stale", addr, f"{peer.name} incarnation {packet.incarnation}")
-        if verdict == RESTARTED:
-            log.info(
-                "heartbeat path {path}: {server} runs a new incarnation {incarnation}",
-                path=self.name,
-                server=peer.name,
-                incarnation=packet.incarnation,
-            )
-        self._counters["accepted"] += 1
-        try:
-            self._on_beat(self.name, packet)
-        except Exception:
-            log.failure("heartbeat path {path}: on_beat failed", path=self.name)
+        deliver(self.name, self._guard, packet, self._counters,
+                lambda kind, reason: self._drop(kind, addr, reason), self._on_beat, log)
 
     def _drop(self, kind, addr, reason):
         self._counters[kind] += 1
         count = self._counters[kind]
-        # The 1st, 10th, 100th... of each kind: a flood of junk must not
-        # flood the log, yet the operator sees that it goes on.
-        if str(count).rstrip("0") == "1":
+        if is_log_point(count):
             log.warn(
                 "heartbeat path {path}: dropped {kind} packet from {source}: {reason} "
                 "({count} so far)",
