@@ -195,6 +195,7 @@ class ClusterController(MonitorRecoveryActions):
         self.alert("pm", 1, Level.INFO, "Starting the cluster daemon...")
         self.alert("nm", 5, Level.INFO, "Waiting for all servers to start.")
         self._sync_expired = False
+        self._np_acting = False  # a new run of the service may act on a new partition
         self._sync_deadline = self.clock.callLater(self.config.startup_sync_wait, self._sync_timeout)
         if self.local != self.config.master.name:
             self._master_deadline = self.clock.callLater(self.config.config_download_wait,

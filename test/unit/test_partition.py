@@ -12,7 +12,8 @@ from cpro.cluster.partition import Outcome, PartitionResolution, Verdict
 from cpro.config.model import ForcedStopConfig, NetworkPartitionConfig
 from cpro.interfaces import IForcedStop, INPResolver
 from cpro.testing import FakeAlerts
-from test.unit.test_controller import Harness
+from cpro.cluster.states import ClusterServiceState
+from test.unit.test_controller import Harness, running_report
 
 
 @implementer(INPResolver)
@@ -223,6 +224,17 @@ class ControllerPartitionTests(SynchronousTestCase):
         self.assertFalse(h.resources["exec1"].active)
         self.assertEqual(h.actions, [2])
         self.assertIn(30, h.alerts.ids("nm"))
+
+    def test_np_action_again_after_the_service_restarted(self):
+        h = self.harness([FakeResolver(answer=ISOLATED)], action=1)
+        self.lose(h)
+        h.controller.service = ClusterServiceState.STOPPED  # what the node's action 1 leads to
+        h.controller.start_service()
+        h.controller.peer_report("srv1", running_report())
+        h.membership.up.add("srv1")
+        self.lose(h)
+        self.assertEqual(h.actions, [1, 1])
+        h.clock.advance(60)
 
     def test_np_action_none_only_alerts(self):
         h = self.harness([FakeResolver(answer=ISOLATED)], action=0)
