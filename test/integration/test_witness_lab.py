@@ -22,7 +22,7 @@ from twisted.internet import defer, reactor
 
 from cpro.lab.common import group_current
 from test.integration.test_floating_ip import FloatingIPTestCase, sleep, wait_for
-from test.integration.test_heartbeat_paths_lab import path_state, server_state
+from test.integration.test_heartbeat_paths_lab import cut_lan_between_servers, path_state, server_state
 
 WITNESS_PORT = 8080
 TIMEOUT_S = 0.5
@@ -52,17 +52,9 @@ class WitnessLabTests(FloatingIPTestCase):
         return lab
 
     @defer.inlineCallbacks
-    def cut_lan_between_servers(self, lab):
-        cuts = []
-        for a, b in (("srv1", "srv2"), ("srv2", "srv1")):
-            for dev in ("eth0", "eth1"):
-                cuts.append(lab.block_between(a, lab.address(b, dev), dev))
-        yield defer.gatherResults(cuts, consumeErrors=True)
-
-    @defer.inlineCallbacks
     def test_witness_keeps_the_cluster_together(self):
         lab = yield self.make_witness_lab()
-        yield self.cut_lan_between_servers(lab)
+        yield cut_lan_between_servers(lab)
         yield lab.wait_until(lambda st: path_state(st, "srv2", "srv1", "lanhb1") == "Error"
                              and path_state(st, "srv2", "srv1", "lanhb2") == "Error", names=["srv2"],
                              timeout=5, what="srv2 seeing both LAN paths to srv1 in error")
@@ -82,7 +74,7 @@ class WitnessLabTests(FloatingIPTestCase):
         yield self.witness.stop(reactor, 5)
         yield lab.wait_until(lambda st: path_state(st, "srv2", "srv1", "witnesshb1") == "Error", names=["srv2"],
                              timeout=5, what="the witness path in error once the witness is gone")
-        yield self.cut_lan_between_servers(lab)
+        yield cut_lan_between_servers(lab)
         yield wait_for(lambda: {h for _, h, _ in lab.poweroffs()} == {"srv1", "srv2"}, 10,
                        "both servers taking their NP action")
         yield sleep(2)  # longer than any takeover wait
