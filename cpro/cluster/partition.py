@@ -28,7 +28,7 @@ proves the peer is down and ends the wait.
 import enum
 from dataclasses import dataclass
 
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from cpro.cluster.states import Level
@@ -89,6 +89,8 @@ class PartitionResolution:
         self._fencing = {}  # server -> Deferred of the forced stop in progress
         self._last = {}  # resolver name -> (Verdict, clock seconds)
         self._suppressed = set()  # servers whose failover a failed forced stop suppressed
+        self._routine = None  # LoopingCall of the routine checks (start_checks)
+        self._routine_run = None  # Deferred of the routine check in progress
 
     # -- configuration ---------------------------------------------------------
 
@@ -135,8 +137,32 @@ class PartitionResolution:
             wait.cancel()
         self._finish(server, Outcome.CANCELLED)
 
+    def start_checks(self, interval):
+        """Run every resolver each C{interval} seconds while no resolution is
+        needed, so that status shows their state and a resolver that would
+        fail now is reported (nm 33) before a partition relies on it."""
+        if interval <= 0 or not self._resolvers or self._routine is not None:
+            return
+        self._routine = task.LoopingCall(self._routine_check)
+        self._routine.clock = self._clock
+        self._routine.start(interval, now=True).addErrback(
+            lambda f: log.failure("routine network partition checks stopped", f))
+
+    def _routine_check(self):
+        busy = self._episode is not None and not self._episode.verdict.called
+        if busy or (self._routine_run is not None and not self._routine_run.called):
+            return
+        self._routine_run = defer.gatherResults([self._check(r, frozenset()) for r in self._resolvers],
+                                                consumeErrors=True)
+        self._routine_run.addErrback(lambda f: None)  # each check records its own verdict
+
     def stop(self):
-        """Cancel every wait and resolution (the cluster service stops)."""
+        """Cancel every wait, resolution and routine check (the cluster service stops)."""
+        if self._routine is not None and self._routine.running:
+            self._routine.stop()
+        self._routine = None
+        if self._routine_run is not None and not self._routine_run.called:
+            self._routine_run.cancel()
         for server in list(self._pending):
             self.cancel(server)
         if self._episode is not None and not self._episode.verdict.called:
@@ -198,7 +224,22 @@ class PartitionResolution:
     def _record(self, verdict, resolver):
         if not isinstance(verdict, Verdict):
             verdict = Verdict(False, f"resolver returned {verdict!r}")
+        previous = self._last.get(resolver.name, (None, None))[0]
         self._last[resolver.name] = (verdict, self._clock.seconds())
+        if previous is not None and previous.healthy != verdict.healthy:
+            if verdict.healthy:
+                self._alerts.emit("nm", 34, Level.INFO,
+                                  f"Network partition resolver {resolver.name} on {self._local} works again: "
+                                  f"{verdict.reason}.")
+            else:
+                self._alerts.emit("nm", 33, Level.WARNING,
+                                  f"Network partition resolver {resolver.name} on {self._local} fails: "
+                                  f"{verdict.reason}. If every heartbeat were lost now, {self._local} would "
+                                  "take itself for the cut-off side.")
+        elif previous is None and not verdict.healthy:
+            self._alerts.emit("nm", 33, Level.WARNING,
+                              f"Network partition resolver {resolver.name} on {self._local} fails: "
+                              f"{verdict.reason}.")
         log_at = log.info if verdict.healthy else log.warn
         log_at("NP resolver {name} ({kind}): {state}: {reason}", name=resolver.name, kind=resolver.kind,
                state="healthy" if verdict.healthy else "cannot prove this server healthy",

@@ -141,6 +141,10 @@ class NetworkPartitionConfig:
     # resolution time before taking its groups, so that the isolated side has
     # released them. A successful forced stop ends the wait early.
     release_grace: float = 0.5
+    # cluster/networkpartition/checkinterval (cpro, ms): the resolvers also run
+    # this often while all is well, so that an unreachable ping target or
+    # witness is reported (alert nm 33) before a partition needs it. 0 = off.
+    check_interval: float = 10.0
 
     @property
     def configured(self):

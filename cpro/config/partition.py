@@ -278,7 +278,8 @@ def check_np_devices(loader, pings, https, servers):
 def read_cluster_settings(loader, cluster):
     """Read the NP action and the forced stop settings under <cluster>."""
     report = loader.report
-    settings = SimpleNamespace(action=2, release_grace=0.5, use_witness=True, forced_stop=ForcedStopConfig())
+    settings = SimpleNamespace(action=2, release_grace=0.5, use_witness=True, check_interval=10.0,
+                               forced_stop=ForcedStopConfig())
     np_node = cluster.child("networkpartition")
     if np_node is not None:
         tree = Subtree(np_node)
@@ -291,6 +292,8 @@ def read_cluster_settings(loader, cluster):
         grace = tree.integer("releasegrace", 500, (0, 600_000))
         settings.release_grace = _ms(grace if grace is not None else 500)
         settings.use_witness = bool(tree.integer("witness/use", 1, frozenset({0, 1})))
+        check = tree.integer("checkinterval", 10_000, (0, 3_600_000))
+        settings.check_interval = _ms(check if check is not None else 10_000)
         tree.finish(unsupported_parameter)
     fs_node = cluster.child("forcestop")
     if fs_node is not None:
@@ -364,5 +367,6 @@ def build(settings, pings, https):
                      servers=tuple(h.servers))
         for h in sorted(https, key=lambda h: h.priority) if h.target is not None)
     np_config = NetworkPartitionConfig(ping=ping_targets, http=http_targets, use_witness=settings.use_witness,
-                                       action=settings.action, release_grace=settings.release_grace)
+                                       action=settings.action, release_grace=settings.release_grace,
+                                       check_interval=settings.check_interval)
     return np_config, settings.forced_stop

@@ -206,6 +206,7 @@ class ClusterNode(service.MultiService):
         if self._stopping:
             return None
         super().startService()
+        self.controller.partition.start_checks(self.config.network_partition.check_interval)
         d = self.listen_admin()
         d.addCallback(lambda _: self.controller.start_service() if self.autostart else None)
         d.addErrback(self._fatal)

@@ -53,7 +53,8 @@ NP = ('<networkpartition><types name="pingnp"/><types name="httpnp"/>'
       '</networkpartition>')
 
 CLUSTER = ('<cluster><name>c1</name><key>k</key>'
-           '<networkpartition><npaction>1</npaction><releasegrace>250</releasegrace></networkpartition>'
+           '<networkpartition><npaction>1</npaction><releasegrace>250</releasegrace>'
+           '<checkinterval>0</checkinterval></networkpartition>'
            '<forcestop><use>1</use><method>bmc</method><action>cycle</action><timeout>5000</timeout>'
            '<suppress>0</suppress><identify><use>1</use><duration>60</duration></identify></forcestop>'
            '</cluster>')
@@ -80,6 +81,7 @@ class EverythingTests(ConfigTestMixin, SynchronousTestCase):
         np = config.network_partition
         self.assertEqual(np.action, 1)
         self.assertEqual(np.release_grace, 0.25)
+        self.assertEqual(np.check_interval, 0.0)
         (ping,) = np.ping
         self.assertEqual(ping.groups, (("10.0.0.254", "10.0.0.253"), ("192.168.100.254",)))
         self.assertEqual((ping.interval, ping.timeout), (0.1, 0.8))
@@ -98,6 +100,7 @@ class EverythingTests(ConfigTestMixin, SynchronousTestCase):
         config, _ = self.load()
         self.assertEqual(config.network_partition.action, 2)
         self.assertEqual(config.network_partition.release_grace, 0.5)
+        self.assertEqual(config.network_partition.check_interval, 10.0)
         self.assertFalse(config.network_partition.configured)
         self.assertFalse(config.forced_stop.enabled)
         self.assertTrue(config.forced_stop.suppress_failover_on_failure)

@@ -192,6 +192,46 @@ class PartitionResolutionTests(SynchronousTestCase):
         self.assertEqual(r.clock.getDelayedCalls(), [])
 
 
+class RoutineCheckTests(SynchronousTestCase):
+    def test_routine_checks_report_a_failing_resolver_before_a_partition(self):
+        resolver = FakeResolver(answer=HEALTHY)
+        r = Resolution([resolver])
+        r.machine.start_checks(10.0)
+        self.assertEqual([lost for lost, _ in resolver.checks], [frozenset()])
+        self.assertTrue(r.machine.status()["resolvers"]["pingnp1"]["healthy"])
+        resolver.answer = ISOLATED
+        r.clock.advance(10.0)
+        self.assertEqual(r.alerts.ids("nm"), [33])
+        self.assertIn("would take itself for the cut-off side", r.alerts.messages()[0])
+        r.clock.advance(10.0)  # still failing: no new alert
+        resolver.answer = HEALTHY
+        r.clock.advance(10.0)
+        self.assertEqual(r.alerts.ids("nm"), [33, 34])
+        r.machine.stop()
+        self.assertEqual(r.clock.getDelayedCalls(), [])
+
+    def test_no_routine_check_while_resolving_and_none_overlapping(self):
+        resolver = FakeResolver()  # never answers by itself
+        r = Resolution([resolver])
+        r.resolve("srv1")
+        r.machine.start_checks(0.5)
+        self.assertEqual(len(resolver.checks), 1)  # the resolution's, not a routine one
+        resolver.checks[0][1].callback(HEALTHY)
+        r.clock.advance(0.5)
+        self.assertEqual(len(resolver.checks), 2)
+        r.clock.advance(0.5)  # the routine check is still waiting for its answer
+        self.assertEqual(len(resolver.checks), 2)
+        r.machine.stop()
+        self.assertEqual(resolver.cancelled, 1)
+        self.assertEqual(r.clock.getDelayedCalls(), [])
+
+    def test_off_when_the_interval_is_zero(self):
+        resolver = FakeResolver(answer=HEALTHY)
+        r = Resolution([resolver])
+        r.machine.start_checks(0)
+        self.assertEqual(resolver.checks, [])
+
+
 class ControllerPartitionTests(SynchronousTestCase):
     def harness(self, resolvers, forced_stop=None, action=2):
         h = Harness(local="srv2", up=("srv1",))
