@@ -167,3 +167,11 @@ class PacketCounterTests(unittest.SynchronousTestCase):
         text = statusview.render_heartbeats(payload)
         self.assertIn("lanhb1        : received 12, accepted 9, malformed 2, unauthenticated 1", text)
         self.assertNotIn("foreign", text)
+
+    def test_every_kind_of_path_shows_its_own_counters(self):
+        payload = {"cluster": {"name": "c", "status": "Online"}, "local": "srv1", "servers": [],
+                   "counters": {"diskhb1": {"written": 40, "accepted": 38, "torn": 1, "wrong_slot": 0},
+                                "comhb1": {"received": 0, "accepted": 0}}}
+        text = statusview.render_heartbeats(payload)
+        self.assertIn("diskhb1       : written 40, accepted 38, torn 1\n", text)
+        self.assertIn("comhb1        : nothing yet", text)
