@@ -64,6 +64,10 @@ class ServerConfig:
         return None
 
 
+# The heartbeat kinds that run over UDP on lan devices (every server is on them).
+LAN_HEARTBEAT_KINDS = ("lanhb", "lankhb")
+
+
 @dataclass(frozen=True)
 class HttpTarget:
     """An HTTP(S) endpoint: the witness server of a witnesshb, the target of an httpnp."""
@@ -347,7 +351,7 @@ class ClusterConfig:
         server for LAN paths; for the others, the servers having its device (a
         serial line's two ends, the servers sharing the disk, those with a BMC,
         those whose witness device says 1)."""
-        if heartbeat.kind in ("lanhb", "lankhb"):
+        if heartbeat.kind in LAN_HEARTBEAT_KINDS:
             return True
         server = self.server(server_name)
         device = server.device(heartbeat.device) if server is not None else None

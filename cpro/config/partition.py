@@ -18,6 +18,7 @@ from cpro.config.model import (
     BmcConfig,
     ForcedStopConfig,
     HttpNPConfig,
+    LAN_HEARTBEAT_KINDS,
     HttpTarget,
     NetworkPartitionConfig,
     PingTarget,
@@ -33,7 +34,7 @@ DEVICE_OF_KIND = {
     "bmchb": "bmc",
     "witnesshb": "witness",
 }
-LAN_KINDS = ("lanhb", "lankhb")
+LAN_KINDS = LAN_HEARTBEAT_KINDS
 DEVICE_TYPES = ("com", "disk", "bmc", "witness", "ping", "http")
 
 NP_ACTIONS = {0: "none", 1: "stop the cluster service", 2: "stop the cluster service and shut down the OS",
