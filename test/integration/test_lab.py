@@ -106,6 +106,11 @@ class TopologyTests(LabTestCase):
         self.assertTrue(isinstance(proc, LabProcess))
         code, out = yield lab.run("client", ["ip", "-4", "-o", "address", "show"])
         self.assertIn("10.0.0.200/24", out)
+        # The spawned shell may not have printed yet on a loaded machine: wait for it.
+        for _ in range(200):
+            if b"10.0.0.1/24" in proc.output:
+                break
+            yield task.deferLater(reactor, 0.05, lambda: None)
         self.assertIn(proc.pid, poweroff.namespace_pids(lab.netns("srv1")))
         code = yield proc.kill()
         self.assertIsNone(code)
