@@ -23,6 +23,7 @@ authentic packet is fresh. The callers count and drop.
 import hashlib
 import hmac
 import json
+import re
 import secrets
 import struct
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ _MAX_NONCE = 64
 _MAX_SERVICE = 32
 _MAX_CONFIG = 128
 _MAX_INT = 2**64 - 1
+_INCARNATION = re.compile(r"([0-9]{1,20})/([A-Za-z0-9_.\-]{0,64})\Z")
 
 _BODY_KEYS = frozenset(("sender", "boot", "seq", "digest"))
 _DIGEST_KEYS = frozenset(("config", "placement", "service"))
@@ -77,6 +79,20 @@ class Incarnation:
 
     def __str__(self):
         return f"{self.started_ns}/{self.nonce}"
+
+
+def parse_incarnation(text):
+    """The L{Incarnation} written as C{"<started_ns>/<nonce>"} (its C{str}).
+
+    @raise ValueError: for anything else.
+    """
+    m = _INCARNATION.match(text) if isinstance(text, str) else None
+    if m is None:
+        raise ValueError(f"bad incarnation {str(text)[:80]!r}")
+    started = int(m.group(1))
+    if started > _MAX_INT:
+        raise ValueError("incarnation start time out of range")
+    return Incarnation(started_ns=started, nonce=m.group(2))
 
 
 def new_incarnation(clock_seconds, nonce=None):

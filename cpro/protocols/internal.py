@@ -58,6 +58,7 @@ class Authenticate(amp.Command):
         (b"server", amp.Unicode()),
         (b"incarnation", amp.Unicode()),
         (b"config", amp.Unicode()),  # the responder's configuration digest
+        (b"service", amp.Unicode()),  # the responder's cluster service state (ClusterServiceState value)
         (b"proof", amp.String()),
     ]
     errors = {AuthenticationFailed: b"AUTH_FAILED"}

@@ -54,6 +54,7 @@ import math
 import re
 from dataclasses import dataclass, field
 
+from cpro.protocols import heartbeat
 from cpro.protocols.heartbeat import Incarnation
 
 PROTOCOL_VERSION = 1
@@ -65,7 +66,6 @@ SIGNATURE_HEADER = "X-Cpro-Signature"
 # Same rule as the configuration's names (cpro.config.validate): safe as a URL
 # path segment (no '/', '%', and never '.' or '..').
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,62}\Z")
-_INCARNATION = re.compile(r"([0-9]{1,20})/([A-Za-z0-9_.\-]{0,64})\Z")
 _MAX_INT = 2**64 - 1
 _MAX_AGE = 10.0 * 365 * 86400  # an age beyond ten years is garbage, not a long silence
 _REPORT_KEYS = frozenset(("incarnation", "seq", "time"))
@@ -95,13 +95,10 @@ def parse_incarnation(text):
 
     @raise Malformed: for anything else.
     """
-    m = _INCARNATION.match(text) if isinstance(text, str) else None
-    if m is None:
-        raise Malformed(f"bad incarnation {str(text)[:80]!r}")
-    started = int(m.group(1))
-    if started > _MAX_INT:
-        raise Malformed("incarnation start time out of range")
-    return Incarnation(started_ns=started, nonce=m.group(2))
+    try:
+        return heartbeat.parse_incarnation(text)
+    except ValueError as e:
+        raise Malformed(str(e)) from None
 
 
 def format_incarnation(incarnation):

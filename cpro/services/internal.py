@@ -19,6 +19,7 @@ from twisted.logger import Logger
 from twisted.protocols import amp
 from zope.interface import implementer
 
+from cpro.cluster.configcheck import PeerRun
 from cpro.cluster.controller import OperationError
 from cpro.cluster.states import Level
 from cpro.interfaces import IPeerChannel
@@ -107,6 +108,7 @@ class InternalProtocol(amp.AMP):
         if not self.config_ok:
             hub.config_mismatch(server, f"{server} has {config[:12]}, {hub.local} has {hub.config.digest[:12]}")
         return {"server": hub.local, "incarnation": hub.incarnation, "config": hub.config.digest,
+                "service": hub.controller.service.value,
                 "proof": wire.proof(hub.config.key, "server", cluster, server, self._server_nonce, nonce,
                                     hub.fingerprint, config)}
 
@@ -221,7 +223,8 @@ class PeerLink(service.Service):
             if r["config"] != hub.config.digest:
                 # Authenticated, but another configuration: only GetConfig is allowed.
                 yield hub.config_mismatch(self.name, f"{self.name} has {r['config'][:12]}, "
-                                                     f"{hub.local} has {hub.config.digest[:12]}", via=p)
+                                                     f"{hub.local} has {hub.config.digest[:12]}", via=p,
+                                          peer_run=PeerRun(r["service"], r["incarnation"]))
                 raise ConfigurationDiffers()
         except Exception as e:
             if not isinstance(e, ConfigurationDiffers):
@@ -283,7 +286,7 @@ class InternalService(service.MultiService):
         self.controller = controller
         self.alerts = alerts
         self.port = None
-        self.on_config_mismatch = lambda peer, detail, via: None
+        self.on_config_mismatch = lambda peer, detail, via, peer_run: None
         self._auth_alerted = set()
         self._mismatch_alerted = set()
         pkey, cert = make_tls_identity(f"cpro-{local}")
@@ -337,14 +340,15 @@ class InternalService(service.MultiService):
             self.alerts.emit("nm", 80, Level.ERROR,
                              f"Internal communication with {server} failed authentication: {why}")
 
-    def config_mismatch(self, server, detail, via=None):
+    def config_mismatch(self, server, detail, via=None, peer_run=None):
         """A peer runs another configuration. via: an outbound connection on
-        which its configuration can still be fetched."""
+        which its configuration can still be fetched; peer_run: the peer's
+        L{PeerRun}, as it said when answering on via."""
         if server not in self._mismatch_alerted:
             self._mismatch_alerted.add(server)
             self.alerts.emit("pm", 10, Level.ERROR,
                              f"The configuration of {server} differs from this server's ({detail}).")
-        return defer.maybeDeferred(self.on_config_mismatch, server, detail, via)
+        return defer.maybeDeferred(self.on_config_mismatch, server, detail, via, peer_run)
 
     @defer.inlineCallbacks
     def fetch_config(self, p):

@@ -17,6 +17,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from cpro import crashnote, exitcodes
+from cpro.cluster import configcheck
 from cpro.cluster.controller import ClusterController, OperationError
 from cpro.cluster.group import LocalGroup
 from cpro.cluster.membership import Membership
@@ -330,17 +331,17 @@ class ClusterNode(service.MultiService):
         self.membership.beat(server, path, incarnation, age)
 
     @defer.inlineCallbacks
-    def _config_mismatch(self, server, detail, via):
-        """A starting server refuses to run with another configuration than the
-        master's or, while the master is down, than any other server's (two
-        servers that disagree on the groups could run one twice)."""
-        master = self.config.master.name
-        if via is None or self.local == master \
-                or self.controller.service not in (ClusterServiceState.STARTING, ClusterServiceState.STOPPED):
+    def _config_mismatch(self, server, detail, via, peer_run=None):
+        """A server that does not run its service yet refuses to run with another
+        configuration than the master's or, while the master is down, than a
+        running peer's or an earlier-started peer's (cpro.cluster.configcheck)."""
+        if via is None:
             return
-        if server != master and self.membership.is_up(master):
-            return  # the master's configuration decides; a mismatching peer is refused as a peer
-        who = f"the master {server}" if server == master else f"{server} (the master {master} is down)"
+        master = self.config.master.name
+        who = configcheck.refusal(self.local, self.controller.service, self.incarnation, master,
+                                  self.membership.is_up(master), server, peer_run)
+        if who is None:
+            return
         saved = os.path.join(self.state_dir, f"clp.conf.{server}")
         try:
             digest, text = yield self.internal.fetch_config(via)

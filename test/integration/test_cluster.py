@@ -473,8 +473,35 @@ class StartupFailureTests(ClusterTestCase):
         self.assertEqual(code, 7, out)
         self.assertIn("srv2 (the master srv1 is down)", out)
         st = yield lab.status_all(["srv2"])
-        self.assertEqual(st["srv2"]["cluster"]["status"], "Online")
+        self.assertEqual(st["srv2"]["cluster"]["status"], "Online", st)
 
+    @defer.inlineCallbacks
+    def test_config_differs_between_two_starting_servers_while_the_master_is_down(self):
+        # Started together, both still wait for the master (syncwait and cfwait
+        # 10 s) when they meet, each end noticing the other: the daemon that
+        # started first keeps running, the later one refuses.
+        lab = yield self.make_cluster(servers=3, groups=[one_group()], sync_wait=10)
+        other = os.path.join(lab.workdir, "other.conf")
+        with open(lab.config_path) as f:
+            text = f.read()
+        with open(other, "w") as f:
+            f.write(text.replace("<syncwait>", "<alertlog><backups>4</backups></alertlog><syncwait>"))
+        first = lab.start("srv2")
+        second = lab.start("srv3", config=other)
+        ended = yield defer.DeferredList([first.ended, second.ended], fireOnOneCallback=True)
+        yield task.deferLater(reactor, 3.0, lambda: None)  # would the other one refuse too?
+        logs = {}
+        for name in ("srv2", "srv3"):
+            with open(os.path.join(lab.state_dir(name), "cpro.log")) as f:
+                logs[name] = f.read()
+        refused = [name for name in ("srv2", "srv3") if "refusing to run" in logs[name]]
+        self.assertEqual(len(refused), 1, logs)
+        survivor = "srv3" if refused == ["srv2"] else "srv2"
+        self.assertEqual(ended[1], 0 if refused == ["srv2"] else 1)
+        self.assertIn(f"{survivor} (the master srv1 is down)", logs[refused[0]])
+        self.assertIsNotNone(lab.pid(survivor))
+        yield lab.wait_until(lambda st: st[survivor]["service"] == "Running", names=[survivor],
+                             timeout=30, what=f"{survivor} running once the waits are over")
 
 def _bin(name):
     import sys

@@ -9,6 +9,7 @@ from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
 from cpro.cluster.controller import OperationError
+from cpro.cluster.states import ClusterServiceState
 from cpro.config.model import Ports
 from cpro.interfaces import IPeerChannel
 from cpro.services.internal import InternalService
@@ -28,6 +29,7 @@ class FakeController:
         self.name = name
         self.reports = []
         self.calls = []
+        self.service = ClusterServiceState.STARTING
 
     def local_report(self):
         return {"server": self.name, "version": 1}
@@ -99,16 +101,20 @@ class InternalServiceTests(unittest.TestCase):
         one, _, _ = self.make("srv1", config_with_port(port))
         other = dataclasses.replace(config_with_port(port), digest="1" * 64)
         two, _, alerts2 = self.make("srv2", other)
-        seen = []
+        seen, seen_runs = [], []
 
         @defer.inlineCallbacks
-        def mismatch(peer, detail, via):
+        def mismatch(peer, detail, via, peer_run):
             if via is not None and not seen:
+                seen_runs.append(peer_run)
                 seen.append((peer, (yield two.fetch_config(via))))
 
         two.on_config_mismatch = mismatch
         yield self.wait_for(lambda: seen)
         self.assertEqual(seen[0], ("srv1", ("0" * 64, "<root/>")))
+        # The peer said how far its run is, for cpro.cluster.configcheck.
+        self.assertEqual(seen_runs[0].service, one.controller.service.value)
+        self.assertEqual(seen_runs[0].incarnation, one.incarnation)
         self.assertIn(10, alerts2.ids("pm"))
         self.assertEqual(two.connected_servers(), [])
 
