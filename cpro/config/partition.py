@@ -36,6 +36,8 @@ DEVICE_OF_KIND = {
 }
 LAN_KINDS = LAN_HEARTBEAT_KINDS
 DEVICE_TYPES = ("com", "disk", "bmc", "witness", "ping", "http")
+# IPMI requests through pyghmi stall for up to a second, longer on a busy server.
+MIN_BMC_HEARTBEAT_TIMEOUT_MS = 5000
 
 NP_ACTIONS = {0: "none", 1: "stop the cluster service", 2: "stop the cluster service and shut down the OS",
               3: "stop the cluster service and reboot the OS"}
@@ -147,6 +149,18 @@ def read_http_target(report, node, what, with_path=False):
         return None
     return HttpTarget(host=host, port=port, tls=bool(tls), ca_file=ca_file,
                       timeout=_ms(timeout or 3000), path=path)
+
+
+def check_bmc_heartbeat_timeout(report, heartbeats, timeout_ms):
+    """Warn about a BMC heartbeat with a heartbeat timeout shorter than IPMI's stalls allow."""
+    if timeout_ms is None or timeout_ms >= MIN_BMC_HEARTBEAT_TIMEOUT_MS:
+        return
+    for hb in heartbeats.values():
+        if hb.kind == "bmchb":
+            report.warning(hb.path, f"heartbeat {hb.name} goes through BMCs, whose IPMI requests can "
+                                    f"stall for seconds, but the heartbeat timeout is {timeout_ms} ms: "
+                                    f"use at least {MIN_BMC_HEARTBEAT_TIMEOUT_MS} ms "
+                                    f"(cluster/heartbeat/timeout) or it may declare live servers down")
 
 
 def check_heartbeat_devices(report, heartbeats, servers):

@@ -95,6 +95,7 @@ class _Loader:
         partition.check_np_devices(self, self.np_pings, self.np_https, self.servers)
         if self.cluster is not None:
             partition.check_forced_stop(self.report, self.cluster.partition, self.servers)
+            partition.check_bmc_heartbeat_timeout(self.report, self.heartbeats, self.cluster.hb_timeout)
         self.check_bindings()
         self.check_memberships()
         self.check_dependencies()

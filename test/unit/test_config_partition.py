@@ -96,6 +96,17 @@ class EverythingTests(ConfigTestMixin, SynchronousTestCase):
         self.assertTrue(fs.identify_on_failure)
         self.assertEqual(fs.identify_seconds, 60)
 
+    def test_bmc_heartbeat_with_a_short_timeout_is_warned_about(self):
+        cluster = CLUSTER.replace("<key>k</key>", "<key>k</key><heartbeat><interval>500</interval>"
+                                                  "<timeout>3000</timeout></heartbeat>")
+        config, warnings = self.load(cluster=cluster, servers=self.servers(), heartbeat=EVERY_HEARTBEAT)
+        self.assertEqual(config.hb_timeout, 3.0)
+        (warning,) = warnings
+        self.assertEqual(warning.path, "/root/heartbeat/bmchb@bmchb1")
+        self.assertIn("at least 5000 ms", warning.message)
+        cluster = cluster.replace("<timeout>3000</timeout>", "<timeout>5000</timeout>")
+        self.assertEqual(self.load(cluster=cluster, servers=self.servers(), heartbeat=EVERY_HEARTBEAT)[1], ())
+
     def test_defaults(self):
         config, _ = self.load()
         self.assertEqual(config.network_partition.action, 2)
