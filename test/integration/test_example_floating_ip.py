@@ -63,7 +63,10 @@ def serving(server):
     return check
 
 
-class FloatingIPExampleTests(unittest.TestCase):
+class NetnsExampleTestCase(unittest.TestCase):
+    """What the tests of an example run in the namespace lab share: root, and
+    a lab that leaves no namespace or process behind."""
+
     timeout = 90
 
     def setUp(self):
@@ -85,6 +88,8 @@ class FloatingIPExampleTests(unittest.TestCase):
         left = [e for e in os.listdir("/proc") if e.isdigit() and poweroff.process_netns(e) in identities]
         self.assertEqual(left, [], "processes still in the lab's namespaces")
 
+
+class FloatingIPExampleTests(NetnsExampleTestCase):
     def answer(self, lab):
         return lab.client_connect(VIP, PORT, timeout=CONNECT_TIMEOUT)
 

@@ -11,10 +11,9 @@ on both servers.
 
 import os
 
-from twisted.internet import defer, reactor, task
-from twisted.trial import unittest
+from twisted.internet import defer, reactor
 
-from cpro.lab.common import REPO_ROOT, group_current, is_root
+from cpro.lab.common import REPO_ROOT, group_current
 from cpro.lab.netns import NetnsLab
 from test.integration import test_example_floating_ip as fip_example
 from test.integration.test_floating_ip import HolderWatch, wait_for
@@ -23,19 +22,7 @@ EXAMPLE = os.path.join(REPO_ROOT, "examples", "network-partition", "clp.conf")
 VIP, PORT, CONNECT_TIMEOUT = fip_example.VIP, fip_example.PORT, fip_example.CONNECT_TIMEOUT
 
 
-class NetworkPartitionExampleTests(unittest.TestCase):
-    timeout = 90
-
-    def setUp(self):
-        if not is_root():
-            raise unittest.SkipTest("needs root: builds the network-namespace lab (namespaces, veths, "
-                                    "bridges) and runs the example's daemons in it")
-
-    def tearDown(self):
-        return task.deferLater(reactor, 0, lambda: None)  # trial's SIGCHLD quirk (see test_floating_ip)
-
-    destroy_and_check = fip_example.FloatingIPExampleTests.destroy_and_check
-
+class NetworkPartitionExampleTests(fip_example.NetnsExampleTestCase):
     @defer.inlineCallbacks
     def test_cut_off_server_releases_and_the_other_takes_over(self):
         lab = NetnsLab(reactor, os.path.abspath(self.mktemp()), servers=2, client=True)
