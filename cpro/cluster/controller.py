@@ -48,9 +48,23 @@ class PeerReport:
 
     @classmethod
     def from_dict(cls, d):
-        """From the wire; a state word this version does not know becomes Unknown."""
+        """From the wire; a state word this version does not know becomes Unknown.
+
+        @raise ValueError: d is not a state report."""
+        if not isinstance(d, dict):
+            raise ValueError("a state report must be an object")
+        try:
+            return cls._from_dict(d)
+        except (TypeError, ValueError, AttributeError, OverflowError) as e:
+            raise ValueError(f"malformed state report ({type(e).__name__})") from None
+
+    @classmethod
+    def _from_dict(cls, d):
         known = {s.value for s in GroupState}
-        return cls(incarnation=str(d.get("incarnation", "")), version=int(d.get("version", -1)),
+        version = d.get("version", -1)
+        if type(version) is not int:
+            raise ValueError("version")
+        return cls(incarnation=str(d.get("incarnation", "")), version=version,
                    service=str(d.get("service", ClusterServiceState.STOPPED.value)),
                    groups={str(k): (str(v) if str(v) in known else GroupState.UNKNOWN.value)
                            for k, v in dict(d.get("groups", {})).items()},

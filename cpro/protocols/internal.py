@@ -93,8 +93,42 @@ class GetConfig(amp.Command):
     response = [(b"digest", amp.Unicode()), (b"chunk", amp.String()), (b"total", amp.Integer())]
 
 
+COMMANDS = {c.commandName: c for c in (Challenge, Authenticate, PushState, Call, GetConfig)}
+# What a connection answers before the other end has proved the cluster key:
+# the server side (inbound) plays the challenge; the client side (outbound)
+# asked the questions and answers nothing.
+BEFORE_PROOF = {"inbound": frozenset((Challenge, Authenticate)), "outbound": frozenset()}
+NONCE_SIZE = 16
+_MAX_TAG = 20  # bytes of an _ask/_answer/_error tag (AMP counts in hex)
+
+
+def box_problem(box):
+    """Why an AMP box is not one this protocol can take, or None.
+
+    AMP itself raises into the reactor on an empty box, an answer to no
+    question, or a command name that is not ASCII; this check runs first."""
+    kinds = [k for k in (b"_command", b"_answer", b"_error") if k in box]
+    if len(kinds) != 1:
+        return "not exactly one of command, answer, error"
+    kind = kinds[0]
+    # Every request cpro sends asks for an answer: a command without _ask
+    # would have its failure logged by AMP as unhandled.
+    tag = box.get(b"_ask") if kind == b"_command" else box[kind]
+    if tag is None:
+        return "command without a question tag"
+    if not (0 < len(tag) <= _MAX_TAG and tag.isalnum() and tag.isascii()):
+        return "bad tag"
+    if kind == b"_command":
+        name = box[b"_command"]
+        if not (name.isascii() and name.isalnum() and 0 < len(name) <= 64):
+            return "bad command name"
+    if kind == b"_error" and not (b"_error_code" in box and b"_error_description" in box):
+        return "error without code or description"
+    return None
+
+
 def new_nonce():
-    return os.urandom(16)
+    return os.urandom(NONCE_SIZE)
 
 
 def fingerprint(x509):

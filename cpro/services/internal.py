@@ -6,6 +6,7 @@ outbound link; requests from peers arrive on inbound connections and go to
 the controller. Implements IPeerChannel for the controller.
 """
 
+import collections
 import datetime
 
 from cryptography import x509
@@ -24,10 +25,12 @@ from cpro.cluster.controller import OperationError
 from cpro.cluster.states import Level
 from cpro.interfaces import IPeerChannel
 from cpro.protocols import internal as wire
+from cpro.protocols.ratelog import worth_logging
 
 log = Logger()
 
 LINK_WAIT = 10.0  # seconds a request waits for the link to a peer to come up
+AUTH_TIMEOUT = 5.0  # seconds the far end has to answer the authentication exchange
 RECONNECT_MIN = 0.2  # seconds before reconnecting to a peer, growing to
 RECONNECT_MAX = 2.0
 
@@ -51,28 +54,85 @@ def make_tls_identity(common_name):
 
 
 class InternalProtocol(amp.AMP):
-    """One connection, inbound or outbound."""
+    """One connection, inbound or outbound.
+
+    Nothing but the authentication exchange is answered until the other end
+    has proved the cluster key on this TLS channel: on an inbound connection
+    by its Authenticate, on an outbound one by the server proof that
+    L{PeerLink} checks (and which sets C{peer}). Malformed boxes and
+    arguments close the connection quietly and are counted (hub.counters).
+    """
 
     def __init__(self, hub, outbound_peer=None, link=None):
         super().__init__()
         self.hub = hub
         self.link = link  # the PeerLink of an outbound connection
         self._generation = None  # set once the link adopted this connection
-        self.peer = None  # authenticated peer name (inbound side)
+        self.peer = None  # the other end's name, once it proved the key
         self.config_ok = False  # the peer runs our configuration (else: GetConfig only)
         self.outbound_peer = outbound_peer
         self._server_nonce = None
+        self._dropped = False
+
+    @property
+    def direction(self):
+        return "inbound" if self.outbound_peer is None else "outbound"
+
+    def _who(self):
+        if self.peer is not None:
+            return self.peer
+        peer = self.transport.getPeer() if self.transport is not None else None
+        where = f"{peer.host}:{peer.port}" if hasattr(peer, "host") else "?"
+        return f"{where} ({self.direction}, not authenticated)"
+
+    def _drop(self, counter, why):
+        self.hub.count(counter, f"internal connection with {self._who()} closed: {why}")
+        self._dropped = True
+        if self.transport is not None:
+            self.transport.loseConnection()
+
+    def ampBoxReceived(self, box):
+        if self._dropped:
+            return  # the rest of a chunk that arrived with the offending box
+        problem = wire.box_problem(box)
+        if problem is None:
+            try:
+                super().ampBoxReceived(box)
+                return
+            except Exception as e:  # an answer to no question, a bad error box...
+                problem = f"{type(e).__name__} in AMP"
+        self._drop("malformed", f"malformed message ({problem})")
 
     def locateResponder(self, name):
-        if self.outbound_peer is None and name not in (b"Challenge", b"Authenticate"):
-            if self.peer is None:
-                log.warn("unauthenticated internal request {n} dropped", n=name)
-                self.transport.loseConnection()
+        command = wire.COMMANDS.get(name)
+        if command is None:
+            self._drop("malformed", f"unknown request {name!r}")
+            return None
+        if self.peer is None:
+            if command not in wire.BEFORE_PROOF[self.direction]:
+                self._drop("unauthenticated", f"request {command.__name__} before authentication")
                 return None
-            if not self.config_ok and name != b"GetConfig":
-                log.warn("request {n} from {p} refused: its configuration differs", n=name, p=self.peer)
-                return None
-        return super().locateResponder(name)
+        elif command in (wire.Challenge, wire.Authenticate):
+            self._drop("malformed", f"{command.__name__} after authentication")
+            return None
+        elif not self.config_ok and command is not wire.GetConfig:
+            self.hub.count("refused", f"request {command.__name__} from {self.peer} refused: "
+                                      "its configuration differs")
+            return None
+        responder = super().locateResponder(name)
+        if responder is None:
+            return None
+
+        def parsed_first(box):
+            # AMP would log a traceback for arguments that do not parse.
+            try:
+                command.parseArguments(box, self)
+            except Exception as e:
+                self._drop("malformed", f"{command.__name__} with malformed arguments ({type(e).__name__})")
+                raise amp.RemoteAmpError(b"MALFORMED", "malformed arguments", fatal=True) from None
+            return responder(box)
+
+        return parsed_first
 
     def adopted(self, generation):
         """The outbound link uses this connection from now on. (Called through
@@ -94,6 +154,9 @@ class InternalProtocol(amp.AMP):
     @wire.Authenticate.responder
     def authenticate(self, cluster, server, incarnation, config, nonce, proof):
         hub = self.hub
+        if len(nonce) != wire.NONCE_SIZE:
+            hub.auth_failed(server, "malformed authentication")
+            raise wire.AuthenticationFailed("malformed authentication")
         if self._server_nonce is None or cluster != hub.config.name or server == hub.local \
                 or hub.config.server(server) is None:
             hub.auth_failed(server, "unknown cluster or server")
@@ -114,8 +177,10 @@ class InternalProtocol(amp.AMP):
 
     @wire.PushState.responder
     def push_state(self, report):
-        if self.peer is not None:
+        try:
             self.hub.controller.peer_report(self.peer, report)
+        except ValueError as e:
+            self.hub.count("malformed", f"state report from {self.peer} dropped: {e}")
         return {}
 
     @wire.Call.responder
@@ -134,7 +199,7 @@ class InternalProtocol(amp.AMP):
     @wire.GetConfig.responder
     def get_config(self, offset):
         data = self.hub.config.source.encode()
-        chunk = data[offset:offset + 50000] if 0 <= offset else b""
+        chunk = data[offset:offset + 50000] if 0 <= offset <= len(data) else b""
         return {"digest": self.hub.config.digest, "chunk": chunk, "total": len(data)}
 
 
@@ -162,6 +227,7 @@ class PeerLink(service.Service):
         self._delay = RECONNECT_MIN
         self._attempt = None
         self._retry = None
+        self._handshake = None  # the connection being authenticated
         local = hub.config.server(hub.local)
         self._endpoint = endpoints.SSL4ClientEndpoint(
             hub.reactor, server_config.address, server_config.ports.internal,
@@ -178,8 +244,9 @@ class PeerLink(service.Service):
         if self._attempt is not None:
             self._attempt.cancel()
         self._retry = self._attempt = None
-        if self.protocol is not None:
-            self.protocol.transport.loseConnection()
+        for p in (self.protocol, self._handshake):
+            if p is not None:
+                p.transport.loseConnection()
         return defer.succeed(None)
 
     def _connect(self):
@@ -202,13 +269,35 @@ class PeerLink(service.Service):
             self._retry = self.hub.reactor.callLater(self._delay, self._connect)
             self._delay = min(self._delay * 1.5, RECONNECT_MAX)
 
-    @defer.inlineCallbacks
     def _authenticate(self, p):
+        """Run the authentication exchange on a new outbound connection,
+        bounded by AUTH_TIMEOUT: a far end that never answers must not hold
+        the link."""
+        self._handshake = p
+        timer = self.hub.reactor.callLater(AUTH_TIMEOUT, self._handshake_timed_out, p)
+
+        def done(result):
+            if timer.active():
+                timer.cancel()
+            if self._handshake is p:
+                self._handshake = None
+            return result
+
+        return self._prove(p).addBoth(done)
+
+    def _handshake_timed_out(self, p):
+        self.hub.auth_failed(self.name, f"no answer to the authentication within {AUTH_TIMEOUT:g} s")
+        p.transport.abortConnection()
+
+    @defer.inlineCallbacks
+    def _prove(self, p):
         hub = self.hub
         try:
             r = yield p.callRemote(wire.Challenge)
             server_nonce = r["nonce"]
             cert = p.transport.getPeerCertificate()
+            if cert is None:
+                raise wire.AuthenticationFailed(f"{self.name} showed no TLS certificate")
             fp = wire.fingerprint(cert)
             nonce = wire.new_nonce()
             r = yield p.callRemote(
@@ -220,6 +309,10 @@ class PeerLink(service.Service):
                                   nonce, fp, hub.config.digest)
             if r["server"] != self.name or not wire.proofs_equal(expected, r["proof"]):
                 raise wire.AuthenticationFailed(f"{self.name} failed to prove the cluster key")
+            # The far end proved the key on this channel: from now on its
+            # requests on this connection are answered like an inbound peer's.
+            p.peer = self.name
+            p.config_ok = r["config"] == hub.config.digest
             if r["config"] != hub.config.digest:
                 # Authenticated, but another configuration: only GetConfig is allowed.
                 yield hub.config_mismatch(self.name, f"{self.name} has {r['config'][:12]}, "
@@ -289,6 +382,7 @@ class InternalService(service.MultiService):
         self.on_config_mismatch = lambda peer, detail, via, peer_run: None
         self._auth_alerted = set()
         self._mismatch_alerted = set()
+        self.counters = collections.Counter()  # dropped or refused messages, by kind
         pkey, cert = make_tls_identity(f"cpro-{local}")
         self._tls = ssl.CertificateOptions(privateKey=pkey, certificate=cert)
         self.fingerprint = wire.fingerprint(cert)
@@ -333,6 +427,13 @@ class InternalService(service.MultiService):
         d.addCallback(lambda r: self.controller.peer_report(server, r["result"]))
         d.addErrback(lambda f: log.warn("state fetch from {p} failed: {e}", p=server, e=f.getErrorMessage()))
         return d
+
+    def count(self, kind, message):
+        """A message was dropped or refused: count it; log the 1st, 10th,
+        100th... of each kind (an attacker must not flood the log)."""
+        self.counters[kind] += 1
+        if worth_logging(self.counters[kind]):
+            log.warn("{message} ({kind}: {n} so far)", message=message, kind=kind, n=self.counters[kind])
 
     def auth_failed(self, server, why):
         if server not in self._auth_alerted:

@@ -3,8 +3,13 @@
 
 import dataclasses
 import socket
+import struct
 
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer, protocol, reactor, ssl, task
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import globalLogPublisher
+from twisted.protocols import amp
+from twisted.python import failure
 from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
@@ -12,7 +17,9 @@ from cpro.cluster.controller import OperationError
 from cpro.cluster.states import ClusterServiceState
 from cpro.config.model import Ports
 from cpro.interfaces import IPeerChannel
-from cpro.services.internal import InternalService
+from cpro.protocols import internal as wire
+from cpro.services import internal as internal_service
+from cpro.services.internal import InternalProtocol, InternalService, make_tls_identity
 from cpro.testing import FakeAlerts, make_config
 
 
@@ -132,3 +139,168 @@ class InternalServiceTests(unittest.TestCase):
 
     def tearDown(self):
         return task.deferLater(reactor, 0, lambda: None)
+
+
+class Impostor(amp.AMP):
+    """Answers at a peer's address without the cluster key: it plays the
+    challenge, never proves anything, and tries to drive the connecting server."""
+
+    def __init__(self, outcomes):
+        super().__init__()
+        self.outcomes = outcomes
+
+    @wire.Challenge.responder
+    def challenge(self):
+        return {"nonce": wire.new_nonce()}
+
+    @wire.Authenticate.responder
+    def authenticate(self, cluster, server, incarnation, config, nonce, proof):
+        return defer.Deferred()  # never answers: the client waits while we act
+
+    def connectionMade(self):
+        super().connectionMade()
+        for name, command, kwargs in (("call", wire.Call, {"op": "cluster_stop", "args": {}}),
+                                      ("config", wire.GetConfig, {"offset": 0}),
+                                      ("push", wire.PushState, {"report": {"version": 99}})):
+            self.callRemote(command, **kwargs).addBoth(
+                lambda r, name=name: self.outcomes.append((name, r)))
+
+
+class ImpostorFactory(protocol.Factory):
+    def __init__(self):
+        self.outcomes = []
+
+    def buildProtocol(self, addr):
+        return Impostor(self.outcomes)
+
+
+class OutboundAuthenticationTests(unittest.TestCase):
+    """A connection this server opened answers nothing before the far end
+    proved the cluster key."""
+
+    timeout = 20
+
+    @defer.inlineCallbacks
+    def test_impostor_at_a_peer_address_gets_no_request_through(self):
+        port = free_port()
+        config = config_with_port(port)
+        pkey, cert = make_tls_identity("impostor")
+        factory = ImpostorFactory()
+        listening = reactor.listenSSL(port, factory, ssl.CertificateOptions(privateKey=pkey, certificate=cert),
+                                      interface="127.0.0.2")
+        self.addCleanup(listening.stopListening)
+        controller = FakeController("srv1")
+        service = InternalService(reactor, config, "srv1", "inc-srv1", controller, FakeAlerts())
+        service.startService()
+        self.addCleanup(service.stopService)
+        deadline = reactor.seconds() + 10
+        while len(factory.outcomes) < 3 and reactor.seconds() < deadline:
+            yield task.deferLater(reactor, 0.02, lambda: None)
+        self.assertEqual(len(factory.outcomes), 3, factory.outcomes)
+        self.assertEqual(controller.calls, [])
+        self.assertEqual(controller.reports, [])
+        for name, outcome in factory.outcomes:
+            self.assertIsInstance(outcome, failure.Failure, f"{name} was answered: {outcome!r}")
+        self.assertEqual(service.connected_servers(), [])
+        self.assertGreaterEqual(service.counters["unauthenticated"], 1)
+
+
+def box_bytes(*pairs):
+    """The wire form of one AMP box from (key, value) byte pairs, unchecked."""
+    out = b""
+    for k, v in pairs:
+        out += struct.pack("!H", len(k)) + k + struct.pack("!H", len(v)) + v
+    return out + b"\x00\x00"
+
+
+class MalformedBoxTests(unittest.SynchronousTestCase):
+    """Malformed AMP boxes close the connection quietly, with a counter."""
+
+    def setUp(self):
+        self.controller = FakeController("srv1")
+        self.service = InternalService(MemoryReactorClock(), config_with_port(29001), "srv1", "inc-srv1",
+                                       self.controller, FakeAlerts())
+        self.logged = []
+        globalLogPublisher.addObserver(self.logged.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.logged.append)
+
+    def feed(self, data, outbound_peer=None):
+        p = InternalProtocol(self.service, outbound_peer=outbound_peer)
+        transport = StringTransport()
+        p.makeConnection(transport)
+        p.dataReceived(data)  # must not raise
+        return p, transport
+
+    def assertClosedQuietly(self, transport, counter="malformed"):
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.service.counters[counter], 1)
+        self.assertEqual([e for e in self.logged if e.get("log_failure") or e.get("isError")], [])
+        self.assertEqual(self.controller.calls, [])
+
+    def test_empty_box(self):
+        _, transport = self.feed(b"\x00\x00")
+        self.assertClosedQuietly(transport)
+
+    def test_non_ascii_command_name(self):
+        _, transport = self.feed(box_bytes((b"_command", "Ça".encode()), (b"_ask", b"1")))
+        self.assertClosedQuietly(transport)
+
+    def test_invalid_utf8_command_name(self):
+        _, transport = self.feed(box_bytes((b"_command", b"\xff\xfe"), (b"_ask", b"1")))
+        self.assertClosedQuietly(transport)
+
+    def test_answer_to_a_question_never_asked(self):
+        _, transport = self.feed(box_bytes((b"_answer", b"77")))
+        self.assertClosedQuietly(transport)
+
+    def test_arguments_that_do_not_parse(self):
+        _, transport = self.feed(box_bytes((b"_command", b"Authenticate"), (b"_ask", b"1"),
+                                           (b"cluster", b"\xff"), (b"server", b"srv2")))
+        self.assertClosedQuietly(transport)
+
+    def test_unauthenticated_request_inbound(self):
+        _, transport = self.feed(box_bytes((b"_command", b"Call"), (b"_ask", b"1"), (b"op", b"x"),
+                                           (b"args", b"{}")))
+        self.assertClosedQuietly(transport, "unauthenticated")
+
+    def test_unauthenticated_request_outbound(self):
+        _, transport = self.feed(box_bytes((b"_command", b"GetConfig"), (b"_ask", b"1"), (b"offset", b"0")),
+                                 outbound_peer="srv2")
+        self.assertClosedQuietly(transport, "unauthenticated")
+        self.assertNotIn(b"chunk", transport.value())
+
+    def test_challenge_is_not_answered_on_an_outbound_connection(self):
+        _, transport = self.feed(box_bytes((b"_command", b"Challenge"), (b"_ask", b"1")), outbound_peer="srv2")
+        self.assertClosedQuietly(transport, "unauthenticated")
+        self.assertNotIn(b"nonce", transport.value())
+
+
+class SilentImpostor(Impostor):
+    def connectionMade(self):
+        amp.AMP.connectionMade(self)
+
+
+class AuthenticationTimeoutTests(unittest.TestCase):
+    timeout = 20
+
+    @defer.inlineCallbacks
+    def test_a_far_end_that_never_proves_the_key_is_dropped(self):
+        self.patch(internal_service, "AUTH_TIMEOUT", 0.3)
+        port = free_port()
+        pkey, cert = make_tls_identity("impostor")
+        factory = ImpostorFactory()
+        factory.buildProtocol = lambda addr: SilentImpostor(factory.outcomes)
+        listening = reactor.listenSSL(port, factory, ssl.CertificateOptions(privateKey=pkey, certificate=cert),
+                                      interface="127.0.0.2")
+        self.addCleanup(listening.stopListening)
+        alerts = FakeAlerts()
+        service = InternalService(reactor, config_with_port(port), "srv1", "inc-srv1", FakeController("srv1"),
+                                  alerts)
+        service.startService()
+        self.addCleanup(service.stopService)
+        deadline = reactor.seconds() + 5
+        while not alerts.ids("nm") and reactor.seconds() < deadline:
+            yield task.deferLater(reactor, 0.05, lambda: None)
+        self.assertIn(80, alerts.ids("nm"))
+        self.assertIsNone(service.links["srv2"]._handshake)
+        self.assertEqual(service.connected_servers(), [])
