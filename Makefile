@@ -1,10 +1,10 @@
-# cpro: make demo | make test | make bench | make lint
+# cpro: make demo | make test | make bench | make fuzz | make lint
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: all demo test unit integration bench lint clean system-deps
+.PHONY: all demo test unit integration fuzz bench lint clean system-deps
 
 all: test
 
@@ -36,6 +36,12 @@ unit: $(STAMP)
 integration: system-deps $(STAMP)
 	PYTHONPATH=$(CURDIR) $(VENV)/bin/trial --temp-directory=_trial_temp test.integration
 
+# Every fuzz target for FUZZ_SECONDS each (default 120), with a fresh random
+# seed (FUZZ_SEED=N repeats a run); findings are written to _fuzz/.
+FUZZ_SECONDS ?= 120
+fuzz: $(STAMP)
+	PYTHONPATH=$(CURDIR) $(PY) -m test.fuzz --seconds $(FUZZ_SECONDS) $(if $(FUZZ_SEED),--seed $(FUZZ_SEED)) $(FUZZ_TARGETS)
+
 demo: system-deps $(STAMP)
 	$(PY) -m cpro.demo
 
@@ -54,4 +60,4 @@ lint: $(STAMP)
 	$(PY) -m pyflakes cpro test bench 2>/dev/null || $(PY) -m pip install -q pyflakes && $(PY) -m pyflakes cpro test bench
 
 clean:
-	rm -rf $(VENV) _trial_temp _bench *.egg-info
+	rm -rf $(VENV) _trial_temp _bench _fuzz *.egg-info
