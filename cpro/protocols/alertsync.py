@@ -42,6 +42,7 @@ MAX_NAME = 255  # server and cluster names
 MAX_MODULE = 32
 MAX_TOKEN = 64
 MAX_MESSAGE = 4096  # characters; further bounded by MAX_PACKET on the wire
+MAX_INTEGER = 2**63 - 1  # event ids and sequence numbers fit a signed 64-bit field
 
 
 @dataclass(frozen=True)
@@ -102,14 +103,33 @@ def _text(fields, key, limit):
     value = fields.get(key)
     if not isinstance(value, str) or len(value) > limit:
         raise MalformedAlert(f"field {key!r} must be a string of at most {limit} characters")
+    try:
+        # JSON can carry a lone surrogate (the escape \udcff), which no UTF-8 log can hold.
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise MalformedAlert(f"field {key!r} is not valid Unicode text") from None
     return value
 
 
 def _integer(fields, key):
     value = fields.get(key)
     # bool is an int subclass; true/false are not event ids.
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise MalformedAlert(f"field {key!r} must be a non-negative integer")
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_INTEGER:
+        raise MalformedAlert(f"field {key!r} must be an integer from 0 to {MAX_INTEGER}")
+    return value
+
+
+def _seconds(fields, key):
+    value = fields.get(key)
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise MalformedAlert(f"field {key!r} must be a number")
+    try:
+        # An integer such as 10**400 has no float: float() raises OverflowError.
+        value = float(value)
+    except OverflowError:
+        value = math.inf
+    if not math.isfinite(value):
+        raise MalformedAlert(f"field {key!r} must be a finite number")
     return value
 
 
@@ -120,18 +140,16 @@ def alert_from_fields(fields):
     """
     if not isinstance(fields, dict):
         raise MalformedAlert("alert body is not a JSON object")
-    when = fields.get("time")
-    if not isinstance(when, (int, float)) or isinstance(when, bool) or not math.isfinite(when):
-        raise MalformedAlert("field 'time' must be a finite number")
+    when = _seconds(fields, "time")
     try:
         level = Level(fields.get("level"))
     except ValueError:
-        raise MalformedAlert(f"unknown level {fields.get('level')!r}") from None
+        raise MalformedAlert(f"unknown level {str(fields.get('level'))[:40]!r}") from None
     details = fields.get("details", {})
     if not isinstance(details, dict):
         raise MalformedAlert("field 'details' must be an object")
     alert = Alert(
-        time=float(when),
+        time=when,
         server=_text(fields, "server", MAX_NAME),
         module=_text(fields, "module", MAX_MODULE),
         event_id=_integer(fields, "id"),
@@ -217,11 +235,25 @@ def decode_alert(data, cluster_name, key):
     signed, tag = data[: offset + body_len], data[offset + body_len :]
     if not hmac.compare_digest(_tag(key, signed), tag):
         raise Unauthenticated("alert packet tag does not verify")
-    try:
-        fields = json.loads(data[offset : offset + body_len].decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
-        raise MalformedAlert(f"body is not UTF-8 JSON: {e}") from None
+    fields = load_fields(data[offset : offset + body_len])
+    if isinstance(fields, dict):
+        # Details stay in the log of the server that raised the alert
+        # (alert_to_fields never sends them); a peer's are not ours to store.
+        fields.pop("details", None)
     return alert_from_fields(fields)
+
+
+def load_fields(raw):
+    """The JSON value in C{raw} (bytes): an alert body or an alert.log line.
+
+    @raise MalformedAlert: for every way the bytes can fail to decode.
+    """
+    try:
+        return json.loads(raw.decode("utf-8"))
+    # ValueError covers bad JSON and numbers past int()'s digit limit;
+    # RecursionError is what json raises for deeply nested arrays/objects.
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise MalformedAlert(f"body is not UTF-8 JSON: {str(e)[:120]}") from None
 
 
 def _worth_logging(count):

@@ -116,6 +116,9 @@ class CodecTests(unittest.SynchronousTestCase):
                     good[:4] + b"\x02" + good[5:], b"\x00" * (MAX_PACKET + 1)):
             self.assertRaises(MalformedAlert, decode_alert, bad, "demo", KEY)
 
+    GOOD = {"time": 1.0, "server": "srv1", "module": "nm", "id": 1, "level": "INFO",
+            "message": "m", "seq": 1, "token": "t"}
+
     def _signed(self, body):
         import hashlib
         import hmac
@@ -132,6 +135,42 @@ class CodecTests(unittest.SynchronousTestCase):
             self.assertRaises(MalformedAlert, decode_alert, self._signed(body), "demo", KEY)
         self.assertRaises(MalformedAlert, decode_alert, self._signed(b"[1]"), "demo", KEY)
         self.assertRaises(MalformedAlert, decode_alert, self._signed(b"\xff{"), "demo", KEY)
+
+    def test_deeply_nested_body_is_malformed(self):
+        # json.loads raises RecursionError past the interpreter's depth limit.
+        for body in (b"[" * 2000 + b"]" * 2000, b'{"time":' + b"[" * 1900 + b"]" * 1900 + b"}"):
+            packet = self._signed(body)
+            self.assertLessEqual(len(packet), MAX_PACKET)
+            self.assertRaises(MalformedAlert, decode_alert, packet, "demo", KEY)
+
+    def test_time_too_large_for_a_float_is_malformed(self):
+        # float(10**400) raises OverflowError.
+        body = json.dumps(dict(self.GOOD, time=10**400)).encode()
+        self.assertRaises(MalformedAlert, decode_alert, self._signed(body), "demo", KEY)
+
+    def test_integers_past_64_bits_are_malformed(self):
+        for key in ("id", "seq"):
+            body = json.dumps(dict(self.GOOD, **{key: 2**63})).encode()
+            self.assertRaises(MalformedAlert, decode_alert, self._signed(body), "demo", KEY)
+        body = json.dumps(dict(self.GOOD, id=2**63 - 1, seq=2**63 - 1)).encode()
+        self.assertEqual(decode_alert(self._signed(body), "demo", KEY)[0].origin_seq, 2**63 - 1)
+
+    def test_number_with_too_many_digits_is_malformed(self):
+        # int() refuses more than sys.get_int_max_str_digits() digits (ValueError).
+        body = b'{"time":1,"id":' + b"9" * 4000 + b"}"
+        self.assertRaises(MalformedAlert, decode_alert, self._signed(body), "demo", KEY)
+
+    def test_text_that_is_not_utf8_encodable_is_malformed(self):
+        # A lone surrogate decodes from JSON but cannot be written to the log as UTF-8.
+        for key in ("server", "module", "message", "token"):
+            body = json.dumps(dict(self.GOOD, **{key: "a\udcff"})).encode()
+            self.assertRaises(MalformedAlert, decode_alert, self._signed(body), "demo", KEY)
+
+    def test_details_from_the_wire_are_ignored(self):
+        # Details stay in the log of the server that raised the alert.
+        body = json.dumps(dict(self.GOOD, details={"a": [[[1]]]})).encode()
+        alert, _ = decode_alert(self._signed(body), "demo", KEY)
+        self.assertEqual(alert.details, {})
 
     def test_long_message_is_truncated_to_fit(self):
         alert = sample_alert(message="é\"" * 5000)
@@ -157,6 +196,20 @@ class ProtocolTests(unittest.SynchronousTestCase):
             {"received": 1, "malformed": 1, "unauthenticated": 1, "foreign": 1},
         )
         self.flushLoggedErrors()
+
+    def test_hostile_bodies_are_counted_as_malformed_not_raised(self):
+        received = []
+        proto = AlertSyncProtocol("demo", KEY, lambda *a: received.append(a))
+        signed = CodecTests._signed
+        good = CodecTests.GOOD
+        bodies = (b"[" * 2000 + b"]" * 2000, json.dumps(dict(good, time=10**400)).encode(),
+                  json.dumps(dict(good, message="\udcff")).encode())
+        for body in bodies:
+            proto.datagramReceived(signed(None, body), ("127.0.0.2", 1))
+        self.assertEqual(received, [])
+        self.assertEqual(proto.counters["malformed"], len(bodies))
+        self.assertEqual(proto.counters["received"], 0)
+        self.assertEqual(self.flushLoggedErrors(), [])
 
     def test_handler_error_is_contained(self):
         def boom(*a):
