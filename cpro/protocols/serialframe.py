@@ -11,10 +11,12 @@ finds frames in the stream again.
 
 Resynchronisation: bytes before a magic are skipped as garbage. A
 candidate frame that fails to decode is skipped only up to the next magic
-inside it, so a frame cut short by the next one costs that frame alone.
-A candidate still waiting for bytes is given up early when a complete,
-authentic frame already starts inside it. The buffer never holds more than
-one candidate (at most L{MAX_PACKET} bytes) after a feed.
+that starts inside it (that magic may run past the candidate's end: a frame
+cut short by 1 to 3 bytes ends inside the next one's magic), so a frame cut
+short by the next one costs that frame alone. A candidate still waiting for
+bytes is given up early when a complete, authentic frame already starts
+inside it, however many damaged frames lie between. The buffer never holds
+more than one candidate (at most L{MAX_PACKET} bytes) after a feed.
 
 Nothing here counts, logs or decides: L{StreamDeframer.feed} returns
 events and the caller (L{cpro.services.comhb}) acts on them.
@@ -69,6 +71,27 @@ def _frame_length(buf, at):
     return _HEADER.size + name_len + body_len + _TAG_SIZE
 
 
+def _inner_magics(buf, total):
+    """Offsets of the magics that start inside the candidate of C{total} bytes
+    at C{buf[0:]}, in order. A magic may end up to 3 bytes past the candidate."""
+    inner = buf.find(MAGIC, 1, total + len(MAGIC) - 1)
+    while inner >= 0:
+        yield inner
+        inner = buf.find(MAGIC, inner + 1, total + len(MAGIC) - 1)
+
+
+def _magic_may_start_in_tail(buf, total):
+    """True when the buffer ends with the first bytes of a magic that starts
+    in the last 3 bytes of the candidate of C{total} bytes at C{buf[0:]}: the
+    candidate may be a frame cut short by the next one, whose magic the
+    buffer does not hold whole yet."""
+    for start in range(max(1, total - len(MAGIC) + 1), total):
+        held = len(buf) - start
+        if held < len(MAGIC) and buf[start:] == MAGIC[:held]:
+            return True
+    return False
+
+
 def _magic_prefix_tail(buf):
     """Length of the longest tail of C{buf} that could begin a magic."""
     for n in range(min(len(MAGIC) - 1, len(buf)), 0, -1):
@@ -89,6 +112,9 @@ class StreamDeframer:
         self._cluster = cluster
         self._buf = bytearray()
         self._hunting = False  # skipping garbage; a RESYNC was already reported
+        # Offsets (from the buffer's start) of complete inner frames that did
+        # not decode: they are tried once, not again on every feed.
+        self._rejected = set()
 
     def pending(self):
         """Number of bytes held back (an unfinished frame or a magic's first bytes)."""
@@ -113,29 +139,30 @@ class StreamDeframer:
                 # Not a frame of ours (or a damaged length): the magic goes,
                 # the hunt goes on from the byte after it.
                 events.append((MALFORMED, f"frame header announces {total} bytes, more than {MAX_PACKET}"))
-                del buf[: len(MAGIC)]
+                self._consume(len(MAGIC))
                 continue
             if len(buf) < total:
                 inner = self._authentic_frame_inside(total)
                 if inner is None:
                     break
                 events.append((TRUNCATED, f"frame cut short after {inner} bytes by the next one"))
-                del buf[:inner]
+                self._consume(inner)
                 continue
-            candidate = bytes(buf[:total])
             try:
-                packet = decode(candidate, self._key, self._cluster)
+                packet = decode(bytes(buf[:total]), self._key, self._cluster)
             except PacketError as e:
-                inner = candidate.find(MAGIC, 1)
-                if inner > 0:
+                inner = next(_inner_magics(buf, total), None)
+                if inner is None and _magic_may_start_in_tail(buf, total):
+                    break  # tell a cut frame from a damaged one once 1 to 3 more bytes are in
+                if inner is not None:
                     events.append((TRUNCATED, f"frame cut short after {inner} bytes by the next one"))
-                    del buf[:inner]
+                    self._consume(inner)
                 else:
                     events.append((_kind(e), str(e)))
-                    del buf[:total]
+                    self._consume(total)
                 self._hunting = False
                 continue
-            del buf[:total]
+            self._consume(total)
             self._hunting = False
             events.append((PACKET, packet))
         return events
@@ -148,9 +175,14 @@ class StreamDeframer:
                 events.append((TRUNCATED, f"{len(self._buf)} bytes of an unfinished frame dropped"))
             else:
                 events.append((GARBAGE, len(self._buf)))
-        self._buf = bytearray()
+        self._consume(len(self._buf))
         self._hunting = False
         return events
+
+    def _consume(self, count):
+        """Drop C{count} bytes from the buffer's start (offsets move with it)."""
+        del self._buf[:count]
+        self._rejected.clear()
 
     def _skip(self, count, events):
         if count <= 0:
@@ -159,20 +191,26 @@ class StreamDeframer:
             self._hunting = True
             events.append((RESYNC, None))
         events.append((GARBAGE, count))
-        del self._buf[:count]
+        self._consume(count)
 
     def _authentic_frame_inside(self, total):
         """Offset of a complete, authentic frame starting inside the unfinished
-        candidate at 0 (which therefore was cut short), or None."""
+        candidate at 0 (which therefore was cut short), or None.
+
+        Every magic inside is a possible start: the first may be another
+        damaged frame, still unfinished itself, with a good one behind it.
+        """
         buf = self._buf
-        inner = buf.find(MAGIC, 1, total)
-        if inner < 0:
-            return None
-        length = _frame_length(buf, inner)
-        if length is None or length > MAX_PACKET or len(buf) - inner < length:
-            return None
-        try:
-            decode(bytes(buf[inner : inner + length]), self._key, self._cluster)
-        except PacketError:
-            return None
-        return inner
+        for inner in _inner_magics(buf, total):
+            length = _frame_length(buf, inner)
+            if length is None:
+                return None  # a header still arriving: nothing complete lies beyond
+            if length > MAX_PACKET or len(buf) - inner < length or inner in self._rejected:
+                continue
+            try:
+                decode(bytes(buf[inner : inner + length]), self._key, self._cluster)
+            except PacketError:
+                self._rejected.add(inner)
+                continue
+            return inner
+        return None

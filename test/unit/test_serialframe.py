@@ -152,6 +152,35 @@ class ResyncTests(SynchronousTestCase):
         self.assertEqual(kinds(events), [TRUNCATED, PACKET])
         self.assertEqual(packets(events), [packet(2)])
 
+    def _feed_in(self, d, data, step):
+        events = []
+        for i in range(0, len(data), step):
+            events += d.feed(data[i:i + step])
+        return events
+
+    def test_frame_cut_short_by_one_to_three_bytes_costs_that_frame_alone(self):
+        # The next frame's magic then starts inside the cut frame's announced
+        # length but ends past it: the resynchronisation must still see it.
+        for cut in (1, 2, 3):
+            for step in (1, 5, 64, 10_000):
+                d = StreamDeframer(KEY, CLUSTER)
+                stream = frame(1)[:-cut] + frame(2) + frame(3)
+                events = self._feed_in(d, stream, step)
+                self.assertEqual(kinds(events), [TRUNCATED, PACKET, PACKET], (cut, step))
+                self.assertEqual(packets(events), [packet(2), packet(3)], (cut, step))
+                self.assertEqual(d.pending(), 0)
+
+    def test_damaged_length_then_a_cut_frame_then_a_good_one(self):
+        # A header whose length was damaged upwards makes its frame wait for
+        # bytes that never belonged to it; a good frame behind a second,
+        # cut-short frame inside that span must not wait with it.
+        long_claim = bytearray(frame(1))
+        struct.pack_into("!H", long_claim, 6, MAX_PACKET - 100)
+        d = StreamDeframer(KEY, CLUSTER)
+        events = d.feed(bytes(long_claim) + frame(2)[:60] + frame(3))
+        self.assertEqual(packets(events), [packet(3)])
+        self.assertEqual(d.pending(), 0)
+
     def test_bogus_magic_with_a_plausible_length_does_not_delay_frames(self):
         d = StreamDeframer(KEY, CLUSTER)
         bogus = struct.pack("!4sBBH", MAGIC, 1, 0, 900)
