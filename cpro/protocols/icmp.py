@@ -52,15 +52,25 @@ def echo_request(identifier, sequence, payload=b"", v6=False):
     return message[:2] + struct.pack("!H", internet_checksum(message)) + message[4:]
 
 
-def parse_echo_reply_v4(packet):
-    """IPv4 packet (with header) -> (identifier, sequence) of an echo reply, else None."""
-    if len(packet) < 20 or packet[0] >> 4 != 4:
+def _ipv4_payload(packet, protocol):
+    """What follows the IPv4 header of C{packet} if that header is whole and
+    carries C{protocol}, else None.
+
+    A header length under 20 bytes (IHL < 5) or past the packet's end is no
+    IPv4 header: reading on would take an echo out of the header's own fields.
+    """
+    if len(packet) < 20 or packet[0] >> 4 != 4 or packet[9] != protocol:
         return None
     header_len = (packet[0] & 0x0F) * 4
-    if header_len < 20 or packet[9] != 1:  # protocol ICMP
+    if header_len < 20 or header_len > len(packet):
         return None
-    message = packet[header_len:]
-    if len(message) < _ECHO.size or internet_checksum(message) != 0:
+    return packet[header_len:]
+
+
+def parse_echo_reply_v4(packet):
+    """IPv4 packet (with header) -> (identifier, sequence) of an echo reply, else None."""
+    message = _ipv4_payload(packet, socket.IPPROTO_ICMP)
+    if message is None or len(message) < _ECHO.size or internet_checksum(message) != 0:
         return None
     kind, code, _, identifier, sequence = _ECHO.unpack_from(message)
     if kind != ICMP_ECHO_REPLY or code != 0:
@@ -86,10 +96,8 @@ def parse_icmp(family, data, with_ip_header):
         message quoting an echo request.
     """
     if with_ip_header:  # raw IPv4 sockets deliver the IP header too
-        if len(data) < 20 or data[0] >> 4 != 4:
-            return None
-        data = data[(data[0] & 0x0F) * 4 :]
-    if len(data) < 8:
+        data = _ipv4_payload(data, socket.IPPROTO_ICMP)
+    if data is None or len(data) < 8:
         return None
     request, reply, unreachable, exceeded = _TYPES[family]
     kind, code, _, ident, seq = struct.unpack("!BBHHH", data[:8])
@@ -99,9 +107,9 @@ def parse_icmp(family, data, with_ip_header):
         return None
     quoted = data[8:]
     if family == socket.AF_INET:
-        if len(quoted) < 20 or quoted[0] >> 4 != 4 or quoted[9] != socket.IPPROTO_ICMP:
+        inner = _ipv4_payload(quoted, socket.IPPROTO_ICMP)
+        if inner is None:
             return None
-        inner = quoted[(quoted[0] & 0x0F) * 4 :]
         reason = _UNREACHABLE_V4.get(code, f"unreachable (code {code})") if kind == unreachable else "time exceeded"
     else:
         if len(quoted) < 40 or quoted[6] != socket.IPPROTO_ICMPV6:

@@ -1,6 +1,7 @@
 """Tests for cpro.protocols.arp and cpro.protocols.icmp: frames built and parsed as bytes."""
 
 import ipaddress
+import socket
 import struct
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -276,3 +277,37 @@ class IcmpTests(SynchronousTestCase):
         self.assertEqual(icmp.parse_echo_reply_v6(reply), (9, 3))
         self.assertIsNone(icmp.parse_echo_reply_v6(request))
         self.assertIsNone(icmp.parse_echo_reply_v6(reply[:7]))
+
+    def test_parse_icmp_reply_v4(self):
+        packet = self._reply_v4(0x1234, 7)
+        self.assertEqual(icmp.parse_icmp(socket.AF_INET, packet, True), ("reply", 0x1234, 7, b"payload"))
+        self.assertEqual(icmp.parse_icmp(socket.AF_INET, packet[20:], False), ("reply", 0x1234, 7, b"payload"))
+
+    def test_parse_icmp_ignores_a_header_length_under_20_bytes(self):
+        # An IHL of 1 to 4 would make parse_icmp read the echo out of the IP
+        # header's own identification/flags fields.
+        for ihl in range(5):
+            packet = bytearray(20) + icmp.echo_request(1, 1)
+            packet[0] = 0x40 | ihl
+            packet[4 * ihl] = icmp.ICMP_ECHO_REPLY
+            self.assertIsNone(icmp.parse_icmp(socket.AF_INET, bytes(packet), True), ihl)
+
+    def test_parse_icmp_ignores_a_header_longer_than_the_packet(self):
+        packet = bytearray(self._reply_v4(1, 1))[:24]
+        packet[0] = 0x4F  # 60 bytes of header announced
+        self.assertIsNone(icmp.parse_icmp(socket.AF_INET, bytes(packet), True))
+
+    def _unreachable_v4(self, quoted_ihl):
+        quoted = bytearray(20) + icmp.echo_request(0x42, 9)
+        quoted[0] = 0x40 | quoted_ihl
+        quoted[9] = socket.IPPROTO_ICMP
+        quoted[4 * quoted_ihl] = icmp.ICMP_ECHO_REQUEST
+        return struct.pack("!BBHI", 3, 1, 0, 0) + bytes(quoted)
+
+    def test_parse_icmp_error_quoting_echo_request(self):
+        self.assertEqual(icmp.parse_icmp(socket.AF_INET, self._unreachable_v4(5), False),
+                         ("error", 0x42, 9, "host unreachable"))
+
+    def test_parse_icmp_error_quoting_a_broken_header_is_ignored(self):
+        for ihl in range(5):
+            self.assertIsNone(icmp.parse_icmp(socket.AF_INET, self._unreachable_v4(ihl), False), ihl)
