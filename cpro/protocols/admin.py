@@ -28,6 +28,20 @@ Result codes: 0 success, 1 operation refused or failed (L{AdminError}),
 
 Requests on one connection are answered in order; a connection may queue at
 most L{AdminProtocol.MAX_PENDING} lines while one is being executed.
+
+Connections are bounded so that idle clients can never lock the clp*
+commands out (see L{AdminFactory}):
+
+  - idle timeout (L{DEFAULT_IDLE_TIMEOUT}, 30 s): a connection with no request
+    in progress that sends no complete line for that long gets
+    ``ERR closed: no request for 30 s (idle timeout)`` and is closed; if its
+    client does not read, it is aborted one timeout later. A request in
+    progress (a group move waiting for its scripts) is never idle. A partial
+    line is not activity, so a client dripping bytes is closed too;
+  - connection limit (L{DEFAULT_MAX_CONNECTIONS}, 32): a new client over the
+    limit takes the place of the connection idle for the longest time, which
+    is aborted; only when every connection has a request in progress is the
+    new one refused with one line ``ERR too many admin connections: ...``.
 """
 
 import collections
@@ -35,6 +49,7 @@ import errno
 import ipaddress
 import json
 import os
+import re
 import shlex
 import socket
 import stat
@@ -44,12 +59,13 @@ from typing import Optional
 
 from twisted.internet import defer
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.protocol import Factory
+from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.protocols.basic import LineOnlyReceiver
 from zope.interface import Interface
 
 from cpro import statusview
+from cpro.protocols.ratelog import worth_logging
 
 CODE_OK = 0
 CODE_FAILED = 1
@@ -60,12 +76,16 @@ DEFAULT_ALERT_COUNT = 100
 MAX_ALERT_COUNT = 1000
 MAX_NAME = 255
 
+DEFAULT_IDLE_TIMEOUT = 30.0  # seconds without a request before an admin connection is closed
+DEFAULT_MAX_CONNECTIONS = 32  # concurrent admin connections (the longest-idle one makes room)
+
 CLUSTER_ACTIONS = ("start", "stop", "restart", "suspend", "resume")
 GROUP_ACTIONS = ("start", "stop", "move")
 RESOURCE_ACTIONS = ("start", "stop")
 MONITOR_ACTIONS = ("suspend", "resume", "clear")  # plus 'dummy on|off' and 'recovery on|off'
 SWITCHES = {"on": True, "off": False}
 STATUS_VIEWS = ("detail", "groupmap", "heartbeats", "monitors")
+_ALERT_COUNT = re.compile(r"[0-9]{1,10}")
 
 USAGE = {
     "help": "help",
@@ -188,7 +208,9 @@ def parse_request(words):
                 raise usage
             count = DEFAULT_ALERT_COUNT
             if args:
-                if not args[0].isdigit() or not 1 <= int(args[0]) <= MAX_ALERT_COUNT:
+                # ASCII digits only, bounded: str.isdigit() accepts '²', which
+                # int() refuses, and int() refuses over 4300 digits.
+                if not _ALERT_COUNT.fullmatch(args[0]) or not 1 <= int(args[0]) <= MAX_ALERT_COUNT:
                     raise usage
                 count = int(args[0])
             return AdminRequest(verb, count=count)
@@ -257,25 +279,43 @@ def _one_line(text):
 
 
 class AdminProtocol(LineOnlyReceiver):
-    """One admin session. The handler comes from the factory."""
+    """One admin session. The handler comes from the factory.
+
+    With a clock (anything with callLater and seconds) the session closes
+    itself after idle_timeout seconds without a request in progress and
+    without a complete line received; without one it never times out.
+    L{idle_since} is when it became idle (None while a request is in
+    progress or once the connection is lost): the factory evicts by it.
+    """
 
     MAX_LENGTH = 4096
     MAX_PENDING = 32
     delimiter = b"\n"
     log = Logger()
+    factory = None
 
-    def __init__(self, handler=None):
+    def __init__(self, handler=None, clock=None, idle_timeout=DEFAULT_IDLE_TIMEOUT):
         self.handler = handler
+        self.clock = clock
+        self.idle_timeout = idle_timeout
+        self.idle_since = None
+        self._idle_call = None
         self._queue = collections.deque()
         self._busy = False
         self._draining = False
         self._gone = False
+
+    def connectionMade(self):
+        self._update_idle()
 
     def connectionLost(self, reason):
         # A request in progress still completes (an operator's group move
         # must not be cancelled by a closed terminal); its reply is dropped.
         self._gone = True
         self._queue.clear()
+        self._update_idle()
+        if self.factory is not None:
+            self.factory.session_ended(self)
 
     def lineLengthExceeded(self, line):
         self._write_lines([f"ERR line too long (max {self.MAX_LENGTH} bytes)"])
@@ -292,6 +332,50 @@ class AdminProtocol(LineOnlyReceiver):
             return
         self._queue.append(line)
         self._drain()
+        self._update_idle()
+
+    # -- idleness ---------------------------------------------------------------
+
+    def _update_idle(self):
+        """Re-arm the idle timer if nothing is in progress, else cancel it.
+
+        Called on connection, after every complete line and after every
+        finished request, so each of them restarts the idle period.
+        """
+        if self._idle_call is not None and self._idle_call.active():
+            self._idle_call.cancel()
+        self._idle_call = None
+        if self._gone or self._busy or self._queue:
+            self.idle_since = None
+            return
+        if self.clock is None:
+            self.idle_since = 0.0  # no clock: idle, but never timed out
+            return
+        self.idle_since = self.clock.seconds()
+        self._idle_call = self.clock.callLater(self.idle_timeout, self._idle_expired)
+
+    def _idle_expired(self):
+        self._idle_call = None
+        if self.transport.disconnecting:
+            # Closing already (timed out, quit, refused line) and still not
+            # flushed a timeout later: the client does not read. Free the slot.
+            self.transport.abortConnection()
+            return
+        self.log.info("admin connection idle for {timeout:g} s: closing", timeout=self.idle_timeout)
+        self._write_lines([f"ERR closed: no request for {self.idle_timeout:g} s (idle timeout)"])
+        self.transport.loseConnection()
+        self._idle_call = self.clock.callLater(self.idle_timeout, self._idle_expired)
+
+    def evict(self):
+        """Abort this idle session at once: a new client needs its slot.
+
+        Aborted, not closed, so a client that does not read cannot keep the
+        file descriptor (the slot is already given away)."""
+        if self._idle_call is not None and self._idle_call.active():
+            self._idle_call.cancel()
+        self._idle_call = None
+        self.idle_since = None
+        self.transport.abortConnection()
 
     # -- request handling -----------------------------------------------------
 
@@ -312,22 +396,27 @@ class AdminProtocol(LineOnlyReceiver):
         except UnicodeDecodeError:
             self._reply_error(False, CODE_USAGE, "line is not valid UTF-8")
             return
-        json_mode = False
         try:
             words = shlex.split(text)
-            if words and words[0] == "json":
-                json_mode = True
-                words = words[1:]
-                if not words:
-                    raise UsageError("usage: json VERB [ARGS...]")
+        except ValueError as e:  # unbalanced quotes
+            json_mode = text.split(None, 1)[:1] == ["json"]
+            self._reply_error(json_mode, CODE_USAGE, f"syntax error: {e}")
+            return
+        json_mode = bool(words) and words[0] == "json"
+        if json_mode:
+            words = words[1:]
+        try:
+            if json_mode and not words:
+                raise UsageError("usage: json VERB [ARGS...]")
             if not words:
                 return  # an empty line in the shell: nothing to answer
             request = parse_request(words)
-        except ValueError as e:  # shlex: unbalanced quotes
-            self._reply_error(json_mode, CODE_USAGE, f"syntax error: {e}")
-            return
         except UsageError as e:
             self._reply_error(json_mode, CODE_USAGE, str(e))
+            return
+        except Exception:  # a parser bug: logged, answered, never raised into the reactor
+            self.log.failure("admin request {line!r} could not be parsed", line=text[:200])
+            self._reply_error(json_mode, CODE_INTERNAL, "internal error: the request could not be parsed")
             return
 
         if request.verb == "help":
@@ -366,6 +455,7 @@ class AdminProtocol(LineOnlyReceiver):
     def _finished(self, _):
         self._busy = False
         self._drain()
+        self._update_idle()
 
     # -- replies --------------------------------------------------------------
 
@@ -408,36 +498,78 @@ class AdminProtocol(LineOnlyReceiver):
         return lines
 
 
-class _Refusal(LineOnlyReceiver):
-    """Answers a connection over the limit and closes it."""
+class _Refusal(Protocol):
+    """Answers a connection over the limit with one line and closes it."""
+
+    def __init__(self, message):
+        self.message = message
 
     def connectionMade(self):
-        self.transport.write(b"ERR too many admin connections\n")
+        self.transport.write(f"ERR {self.message}\n".encode("utf-8"))
         self.transport.loseConnection()
+
+    def dataReceived(self, data):
+        pass  # the client's request, sent before it read the refusal
 
 
 class AdminFactory(Factory):
-    """Builds admin sessions sharing one handler; bounds concurrent sessions."""
+    """Builds admin sessions sharing one handler; bounds them.
 
-    MAX_CONNECTIONS = 32
+    At most max_connections sessions (default 32) are open. A new client
+    over the limit takes the slot of the session idle for the longest time
+    (which is aborted), so that clpstat always gets an answer however many
+    clients sit idle; only when every session has a request in progress is
+    the new one refused with a one-line ERR. Sessions idle for idle_timeout
+    seconds (default 30) close themselves. clock (callLater, seconds) is the
+    reactor in the daemon and a task.Clock in tests.
+    """
 
-    def __init__(self, handler):
+    log = Logger()
+
+    def __init__(self, handler, clock, idle_timeout=DEFAULT_IDLE_TIMEOUT,
+                 max_connections=DEFAULT_MAX_CONNECTIONS):
+        if not max_connections >= 1:
+            raise ValueError(f"max_connections must be at least 1, not {max_connections!r}")
+        if not idle_timeout > 0:
+            raise ValueError(f"idle_timeout must be positive, not {idle_timeout!r}")
         self.handler = handler
-        self.connections = 0
+        self.clock = clock
+        self.idle_timeout = idle_timeout
+        self.max_connections = max_connections
+        self.sessions = {}  # AdminProtocol -> None, oldest connection first
+        self.counters = collections.Counter()  # 'evicted', 'refused'
 
     def buildProtocol(self, addr):
-        if self.connections >= self.MAX_CONNECTIONS:
-            return _Refusal()
-        proto = _CountedAdminProtocol(self.handler)
+        if len(self.sessions) >= self.max_connections and not self._make_room():
+            self.counters["refused"] += 1
+            if worth_logging(self.counters["refused"]):
+                self.log.warn("admin connection refused: all {n} connections have a request in progress"
+                              " ({count} refused so far)", n=self.max_connections,
+                              count=self.counters["refused"])
+            return _Refusal(f"too many admin connections: all {self.max_connections} have a request"
+                            " in progress; try again later")
+        proto = AdminProtocol(self.handler, self.clock, self.idle_timeout)
         proto.factory = self
-        self.connections += 1
+        self.sessions[proto] = None
         return proto
 
+    def _make_room(self):
+        """Evict the session idle for the longest time; False if none is idle."""
+        idle = [p for p in self.sessions if p.idle_since is not None]
+        if not idle:
+            return False
+        victim = min(idle, key=lambda p: p.idle_since)  # ties: the oldest connection
+        del self.sessions[victim]
+        self.counters["evicted"] += 1
+        if worth_logging(self.counters["evicted"]):
+            self.log.info("admin connection limit ({n}) reached: closed the longest-idle connection"
+                          " ({count} so far)", n=self.max_connections, count=self.counters["evicted"])
+        victim.evict()
+        return True
 
-class _CountedAdminProtocol(AdminProtocol):
-    def connectionLost(self, reason):
-        self.factory.connections -= 1
-        super().connectionLost(reason)
+    def session_ended(self, proto):
+        """A session's connection is lost: its slot is free (if not given away already)."""
+        self.sessions.pop(proto, None)
 
 
 # -- listening ------------------------------------------------------------------
@@ -548,11 +680,14 @@ def _tcp_description(parts, description):
     return description
 
 
-def listen_admin(reactor, endpoint_description, handler):
+def listen_admin(reactor, endpoint_description, handler, idle_timeout=DEFAULT_IDLE_TIMEOUT,
+                 max_connections=DEFAULT_MAX_CONNECTIONS):
     """Listen for admin sessions. Returns a Deferred firing the listening port.
 
     endpoint_description: 'unix:PATH' (or a bare absolute path), or
     'tcp:PORT:interface=127.0.0.1' / 'tcp6:PORT:interface=\\:\\:1' (loopback only).
+    idle_timeout and max_connections bound the sessions (see L{AdminFactory});
+    the reactor is their clock.
     Fails with AdminAddressInUse or AdminEndpointError.
     """
     try:
@@ -570,6 +705,7 @@ def listen_admin(reactor, endpoint_description, handler):
                 f"admin endpoint {endpoint_description!r} refused: use unix:PATH or a loopback tcp: port"
             )
         endpoint = serverFromString(reactor, final)
-        return endpoint.listen(AdminFactory(handler))
+        factory = AdminFactory(handler, reactor, idle_timeout=idle_timeout, max_connections=max_connections)
+        return endpoint.listen(factory)
     except Exception:
         return defer.fail()

@@ -1,5 +1,6 @@
 """Tests for the admin line protocol (cpro.protocols.admin)."""
 
+import io
 import json
 import os
 import shutil
@@ -7,12 +8,16 @@ import socket
 import stat
 import tempfile
 
-from twisted.internet import defer
+from twisted.internet import defer, reactor, task, threads
 from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
+from cpro.cli import clpstat
+from cpro.protocols import admin as admin_module
 from cpro.protocols.admin import (
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
     AdminAddressInUse,
     AdminEndpointError,
     AdminError,
@@ -20,7 +25,9 @@ from cpro.protocols.admin import (
     AdminProtocol,
     AdminRequest,
     IAdminHandler,
+    UsageError,
     listen_admin,
+    parse_request,
 )
 from cpro.testing import FakeAdminHandler
 
@@ -107,7 +114,7 @@ class ProtocolTests(unittest.SynchronousTestCase):
         self.send("alerts 5")
         self.output()
         self.assertEqual([r.count for r in self.handler.requests], [100, 5])
-        for bad in ("alerts 0", "alerts 1001", "alerts x", "alerts 1 2"):
+        for bad in ("alerts 0", "alerts 1001", "alerts x", "alerts 1 2", "alerts \u00b2", "alerts 0x10"):
             self.send(bad)
             self.assertTrue(self.output().startswith("ERR usage: alerts [N]"), bad)
 
@@ -190,6 +197,19 @@ class ProtocolTests(unittest.SynchronousTestCase):
         self.assertEqual(json.loads(self.output())["result"]["code"], 2)
         self.send("")
         self.assertEqual(self.output(), "")
+        self.assertFalse(self.transport.disconnecting)
+
+    def test_parser_bug_is_answered_not_raised(self):
+        def broken(words):
+            raise ValueError("parser bug")
+
+        self.patch(admin_module, "parse_request", broken)
+        self.send("status")
+        self.assertEqual(self.output(), "ERR internal error: the request could not be parsed\n")
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+        self.assertEqual(self.json_reply("status")["result"],
+                         {"code": 3, "message": "internal error: the request could not be parsed"})
+        self.flushLoggedErrors(ValueError)
         self.assertFalse(self.transport.disconnecting)
 
     def test_help_and_quit(self):
@@ -294,22 +314,223 @@ class ProtocolTests(unittest.SynchronousTestCase):
         self.assertEqual(self.json_reply("status")["groups"][0]["status"], "Online Pending")
 
 
+class ParseTests(unittest.SynchronousTestCase):
+    def test_alert_count_is_ascii_digits(self):
+        # Found by the fuzzer: int() refused these with ValueError, not UsageError.
+        for bad in ("\u00b2", "9" * 5000, "\u0663", " 5", "+5", "5_0"):
+            self.assertRaises(UsageError, parse_request, ["alerts", bad])
+        self.assertEqual(parse_request(["alerts", "0042"]).count, 42)
+
+
+class IdleTimeoutTests(unittest.SynchronousTestCase):
+    """Issue 10: an idle admin connection is closed after the idle timeout."""
+
+    def setUp(self):
+        self.clock = task.Clock()
+        self.handler = FakeHandler()
+        self.proto = AdminProtocol(self.handler, clock=self.clock, idle_timeout=30.0)
+        self.transport = StringTransport()
+        self.proto.makeConnection(self.transport)
+        self.addCleanup(self.lose)
+
+    def lose(self):
+        if not self.proto._gone:
+            self.proto.connectionLost(None)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_idle_connection_is_closed(self):
+        self.clock.advance(29.9)
+        self.assertFalse(self.transport.disconnecting)
+        self.clock.advance(0.1)
+        self.assertEqual(self.transport.value(), b"ERR closed: no request for 30 s (idle timeout)\n")
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_unflushed_close_is_aborted(self):
+        # A client that does not read keeps loseConnection waiting for ever.
+        self.clock.advance(30)
+        self.assertFalse(getattr(self.transport, "aborted", False) or self.transport.disconnected)
+        self.clock.advance(30)
+        self.assertTrue(self.transport.disconnected)
+
+    def test_request_restarts_the_timer(self):
+        self.clock.advance(20)
+        self.proto.dataReceived(b"status\n")
+        self.clock.advance(20)
+        self.assertFalse(self.transport.disconnecting)
+        self.clock.advance(10)
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_partial_line_is_not_activity(self):
+        self.clock.advance(20)
+        self.proto.dataReceived(b"sta")
+        self.clock.advance(10)
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_request_in_progress_is_not_idle(self):
+        pending = defer.Deferred()
+        self.handler.responses.append(pending)
+        self.proto.dataReceived(b"group move failover1\n")
+        self.assertIsNone(self.proto.idle_since)
+        self.clock.advance(3600)
+        self.assertFalse(self.transport.disconnecting)
+        pending.callback({})
+        self.assertEqual(self.transport.value(), b"OK\n")
+        self.assertEqual(self.proto.idle_since, 3600)
+        self.clock.advance(30)
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_connection_lost_cancels_the_timer(self):
+        self.proto.connectionLost(None)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_lost_while_busy_does_not_rearm(self):
+        pending = defer.Deferred()
+        self.handler.responses.append(pending)
+        self.proto.dataReceived(b"group move failover1\n")
+        self.proto.connectionLost(None)
+        pending.callback({})
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_no_clock_no_timer(self):
+        proto = AdminProtocol(self.handler)
+        proto.makeConnection(StringTransport())
+        self.assertIsNone(proto._idle_call)
+
+
 class FactoryTests(unittest.SynchronousTestCase):
-    def test_connection_limit(self):
-        factory = AdminFactory(FakeHandler())
-        protos = []
-        for _ in range(AdminFactory.MAX_CONNECTIONS):
-            p = factory.buildProtocol(None)
-            p.makeConnection(StringTransport())
-            protos.append(p)
-        refused = factory.buildProtocol(None)
+    """Issue 10: a connection limit that always keeps room for a new client."""
+
+    def setUp(self):
+        self.clock = task.Clock()
+        self.handler = FakeHandler()
+        self.factory = AdminFactory(self.handler, self.clock)
+        self.addCleanup(self.close_all)
+
+    def close_all(self):
+        for p in list(self.factory.sessions):
+            p.connectionLost(None)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def connect(self):
+        proto = self.factory.buildProtocol(None)
+        transport = StringTransport()
+        proto.makeConnection(transport)
+        return proto, transport
+
+    def test_defaults(self):
+        self.assertEqual((self.factory.idle_timeout, self.factory.max_connections), (30.0, 32))
+        self.assertEqual((DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS), (30.0, 32))
+
+    def test_oldest_idle_connection_makes_room(self):
+        idle = []
+        for i in range(AdminFactory(self.handler, self.clock).max_connections):
+            idle.append(self.connect())
+            self.clock.advance(0.5)
+        idle[0][0].dataReceived(b"help\n")  # the oldest is now the most recently active
+        newcomer, transport = self.connect()
+        self.assertIsInstance(newcomer, AdminProtocol)
+        self.assertEqual(len(self.factory.sessions), 32)
+        self.assertNotIn(idle[1][0], self.factory.sessions)
+        self.assertTrue(idle[1][1].disconnected, "the longest-idle connection is aborted")
+        self.assertFalse(idle[0][1].disconnecting)
+        newcomer.dataReceived(b"json status\n")
+        self.assertEqual(json.loads(transport.value())["result"]["code"], 0)
+        idle[1][0].connectionLost(None)  # the reactor reports the abort later: nothing breaks
+        self.assertEqual(len(self.factory.sessions), 32)
+
+    def test_busy_connections_are_never_evicted(self):
+        for _ in range(31):
+            self.handler.responses.append(defer.Deferred())
+            proto, _ = self.connect()
+            proto.dataReceived(b"group move failover1\n")
+        idle, idle_transport = self.connect()
+        newcomer, _ = self.connect()
+        self.assertIsInstance(newcomer, AdminProtocol)
+        self.assertTrue(idle_transport.disconnected)
+        busy = [p for p in self.factory.sessions if p is not newcomer]
+        self.assertTrue(all(p.idle_since is None for p in busy))
+
+    def test_refused_when_every_connection_is_busy(self):
+        for _ in range(32):
+            self.handler.responses.append(defer.Deferred())
+            proto, _ = self.connect()
+            proto.dataReceived(b"group move failover1\n")
+        refused = self.factory.buildProtocol(None)
         t = StringTransport()
         refused.makeConnection(t)
-        self.assertEqual(t.value(), b"ERR too many admin connections\n")
+        self.assertEqual(t.value(), b"ERR too many admin connections: all 32 have a request in progress;"
+                                    b" try again later\n")
         self.assertTrue(t.disconnecting)
-        protos[0].connectionLost(None)
-        self.assertIsInstance(factory.buildProtocol(None), AdminProtocol)
+        refused.dataReceived(b"status\n")  # what the client sent meanwhile is ignored
+        refused.connectionLost(None)
+        self.assertEqual(len(self.factory.sessions), 32)
+        self.assertEqual(self.factory.counters["refused"], 1)
 
+    def test_closed_connections_free_their_slot(self):
+        protos = [self.connect()[0] for _ in range(32)]
+        protos[5].connectionLost(None)
+        self.connect()
+        self.assertTrue(all(not t.disconnecting for p in self.factory.sessions for t in [p.transport]))
+
+    def test_injected_limit_and_timeout(self):
+        factory = AdminFactory(self.handler, self.clock, idle_timeout=5.0, max_connections=2)
+        a = factory.buildProtocol(None)
+        a.makeConnection(StringTransport())
+        self.clock.advance(1)
+        b = factory.buildProtocol(None)
+        b.makeConnection(StringTransport())
+        c = factory.buildProtocol(None)
+        c.makeConnection(StringTransport())
+        self.assertEqual(list(factory.sessions), [b, c])
+        self.assertTrue(a.transport.disconnected)
+        self.clock.advance(5)
+        self.assertTrue(b.transport.disconnecting and c.transport.disconnecting)
+        for p in (a, b, c):
+            p.connectionLost(None)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_bad_limits_refused(self):
+        self.assertRaises(ValueError, AdminFactory, self.handler, self.clock, max_connections=0)
+        self.assertRaises(ValueError, AdminFactory, self.handler, self.clock, idle_timeout=0)
+
+
+class RealSocketTests(unittest.TestCase):
+    """Issue 10 on a real UNIX socket: the limit's worth of idle clients does
+    not lock clpstat out."""
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        base = tempfile.mkdtemp(prefix="cpro-adm-")  # AF_UNIX paths: 107 bytes at most
+        self.addCleanup(shutil.rmtree, base, True)
+        self.endpoint = "unix:" + os.path.join(base, "cpro.sock")
+        self.port = yield listen_admin(reactor, self.endpoint, FakeHandler())
+        self.addCleanup(self.port.stopListening)
+        self.clients = []
+        self.addCleanup(self.close_clients)
+
+    @defer.inlineCallbacks
+    def close_clients(self):
+        for s in self.clients:
+            s.close()
+        # Abort the server sides too so the reactor is clean when the test ends.
+        for proto in list(self.port.factory.sessions):
+            proto.transport.abortConnection()
+        yield task.deferLater(reactor, 0, lambda: None)
+
+    @defer.inlineCallbacks
+    def test_idle_clients_do_not_lock_clpstat_out(self):
+        factory = self.port.factory
+        for _ in range(factory.max_connections):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.setblocking(False)
+            s.connect(self.endpoint[5:])
+            self.clients.append(s)
+        out, err = io.StringIO(), io.StringIO()
+        code = yield threads.deferToThread(clpstat.main, ["--admin", self.endpoint], stdout=out, stderr=err)
+        self.assertEqual((code, err.getvalue()), (0, ""))
+        self.assertIn("CLUSTER STATUS", out.getvalue())
+        # One idle client made room; none was refused.
+        self.assertEqual((factory.counters["evicted"], factory.counters["refused"]), (1, 0))
 
 class ListenTests(unittest.SynchronousTestCase):
     def setUp(self):
