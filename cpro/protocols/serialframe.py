@@ -22,6 +22,7 @@ Nothing here counts, logs or decides: L{StreamDeframer.feed} returns
 events and the caller (L{cpro.services.comhb}) acts on them.
 """
 
+import heapq
 import struct
 
 from cpro.protocols.heartbeat import (
@@ -112,9 +113,12 @@ class StreamDeframer:
         self._cluster = cluster
         self._buf = bytearray()
         self._hunting = False  # skipping garbage; a RESYNC was already reported
-        # Offsets (from the buffer's start) of complete inner frames that did
-        # not decode: they are tried once, not again on every feed.
-        self._rejected = set()
+        # While the candidate at the buffer's start waits for bytes, the
+        # frames starting inside it are looked at once each, not on every
+        # feed: magics are searched from _inner_next on, and those whose frame
+        # is still arriving wait in a heap of (end offset, start offset).
+        self._inner_next = 1
+        self._inner_waiting = []
 
     def pending(self):
         """Number of bytes held back (an unfinished frame or a magic's first bytes)."""
@@ -182,7 +186,8 @@ class StreamDeframer:
     def _consume(self, count):
         """Drop C{count} bytes from the buffer's start (offsets move with it)."""
         del self._buf[:count]
-        self._rejected.clear()
+        self._inner_next = 1
+        self._inner_waiting = []
 
     def _skip(self, count, events):
         if count <= 0:
@@ -199,18 +204,41 @@ class StreamDeframer:
 
         Every magic inside is a possible start: the first may be another
         damaged frame, still unfinished itself, with a good one behind it.
+        Work is incremental across feeds (the candidate at 0 stays the same
+        until bytes are consumed), so a stream fed byte by byte costs no
+        more than one fed at once.
         """
         buf = self._buf
-        for inner in _inner_magics(buf, total):
+        arrived = []
+        while self._inner_waiting and self._inner_waiting[0][0] <= len(buf):
+            end, inner = heapq.heappop(self._inner_waiting)
+            arrived.append(inner)
+        # Frames that arrived whole now start before any magic not yet searched.
+        for inner in sorted(arrived):
+            if self._authentic(inner, _frame_length(buf, inner)):
+                return inner
+        limit = min(total + len(MAGIC) - 1, len(buf))
+        while True:
+            inner = buf.find(MAGIC, self._inner_next, limit)
+            if inner < 0:
+                # A magic not all there yet may start in the last 3 bytes.
+                self._inner_next = max(self._inner_next, limit - len(MAGIC) + 1)
+                return None
             length = _frame_length(buf, inner)
             if length is None:
-                return None  # a header still arriving: nothing complete lies beyond
-            if length > MAX_PACKET or len(buf) - inner < length or inner in self._rejected:
+                self._inner_next = inner  # its header is still arriving
+                return None
+            self._inner_next = inner + 1
+            if length > MAX_PACKET:
                 continue
-            try:
-                decode(bytes(buf[inner : inner + length]), self._key, self._cluster)
-            except PacketError:
-                self._rejected.add(inner)
-                continue
-            return inner
-        return None
+            if len(buf) - inner < length:
+                heapq.heappush(self._inner_waiting, (inner + length, inner))
+            elif self._authentic(inner, length):
+                return inner
+
+    def _authentic(self, at, length):
+        try:
+            decode(bytes(self._buf[at : at + length]), self._key, self._cluster)
+        except PacketError:
+            return False
+        return True
