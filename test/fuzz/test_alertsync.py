@@ -25,7 +25,6 @@ from test.fuzz.harness import Finding, FuzzTestMixin, Target, dumps, logged_fail
 KEY = b"fuzz-alert-key"
 CLUSTER = "fuzzcluster"
 ADDRESS = ("127.0.0.2", 29003)
-COUNTERS = ("received", "malformed", "unauthenticated", "foreign")
 
 
 def frame(body, name=CLUSTER.encode(), key=KEY):
