@@ -41,7 +41,8 @@ accepted from that incarnation, so that a reporter whose counter went back
 continues above it.
 
 Authentication (when the witness is given the cluster keys): the request
-carries C{X-Cpro-Signature: <hex HMAC-SHA256>} over L{request_message}, and
+carries C{X-Cpro-Signature: <hex HMAC-SHA256>} (64 hex digits, either case;
+anything else is a bad signature) over L{request_message}, and
 the witness signs its answer over L{answer_message} with the same key. A
 witness without keys trusts the cluster name ("trust on name") and sends no
 signature; clients accept an unsigned answer but refuse a wrongly signed one.
@@ -62,11 +63,16 @@ MAX_REPORT = 1024  # bytes of a report body; a report is ~100 bytes
 MAX_VIEW = 65536  # bytes of an answer; 64 servers of ~200 bytes fit many times
 MAX_SERVERS = 64  # servers per cluster in a view (CLUSTERPRO: 32 at most)
 SIGNATURE_HEADER = "X-Cpro-Signature"
+# Look headers up by bytes: the text lookup decodes values as UTF-8 and
+# raises on anything else, before the value can be refused as a signature.
+SIGNATURE_HEADER_BYTES = SIGNATURE_HEADER.encode("ascii")
 
 # Same rule as the configuration's names (cpro.config.validate): safe as a URL
 # path segment (no '/', '%', and never '.' or '..').
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,62}\Z")
 _MAX_INT = 2**64 - 1
+_MAX_SIGNATURE = 128  # hex digits and more; a SHA-256 HMAC has 64
+_HEX = re.compile(rb"[0-9A-Fa-f]+\Z")
 _MAX_AGE = 10.0 * 365 * 86400  # an age beyond ten years is garbage, not a long silence
 _REPORT_KEYS = frozenset(("incarnation", "seq", "time"))
 _VIEW_KEYS = frozenset(("protocol", "cluster", "seq", "servers"))
@@ -262,8 +268,9 @@ def decode_view(body, cluster):
     obj = _loads(body, MAX_VIEW)
     if not isinstance(obj, dict) or set(obj) != _VIEW_KEYS:
         raise Malformed("view fields")
-    if obj["protocol"] != PROTOCOL_VERSION:
-        raise Malformed(f"unsupported protocol {str(obj['protocol'])[:20]}")
+    # type() first: true and 1.0 compare equal to 1.
+    if type(obj["protocol"]) is not int or obj["protocol"] != PROTOCOL_VERSION:
+        raise Malformed(f"unsupported protocol {printable(repr(obj['protocol']), 20)}")
     if obj["cluster"] != cluster:
         raise Malformed("a view of another cluster")
     seq = obj["seq"]
@@ -296,7 +303,8 @@ def decode_refusal(body):
     if not isinstance(obj, dict):
         return "(no explanation)", None
     message = obj.get("error")
-    message = message[:200] if isinstance(message, str) else "(no explanation)"
+    # The message ends up in the client's log: one printable line.
+    message = printable(message, 200) if isinstance(message, str) else "(no explanation)"
     try:
         seq = _count(obj["seq"], "seq") if "seq" in obj else None
     except Malformed:
@@ -325,12 +333,25 @@ def sign(key, message):
 
 
 def verify(key, message, signature):
-    """@raise BadSignature: C{signature} (text, bytes or None) does not sign C{message}."""
-    if isinstance(signature, bytes):
-        signature = signature.decode("ascii", "replace")
-    if not isinstance(signature, str) or not signature:
+    """Check that C{signature} signs C{message} with C{key}.
+
+    @param signature: the header's value as received: text, bytes or None
+        (any other value is refused too). Hex digits in either case,
+        surrounding white space ignored.
+    @raise BadSignature: for any signature that is not the right one,
+        however it is malformed (and for nothing else).
+    """
+    if isinstance(signature, str):
+        # Text from a header may hold anything (non-ASCII, lone surrogates).
+        signature = signature.encode("utf-8", "surrogatepass")
+    if not isinstance(signature, bytes) or not signature.strip():
         raise BadSignature("no signature")
-    if not hmac.compare_digest(sign(key, message), signature.strip().lower()):
+    signature = signature.strip()
+    # Bytes only from here on: compare_digest refuses non-ASCII text with a
+    # TypeError; bytes it compares whatever they hold, in constant time.
+    if len(signature) > _MAX_SIGNATURE or not _HEX.match(signature):
+        raise BadSignature("malformed signature")
+    if not hmac.compare_digest(sign(key, message).encode("ascii"), signature.lower()):
         raise BadSignature("signature mismatch")
 
 
@@ -374,6 +395,23 @@ def _count(value, what):
 
 
 def _number(value, what, low, high):
-    if type(value) not in (int, float) or not math.isfinite(value) or not low <= value <= high:
+    if type(value) not in (int, float):
+        raise Malformed(f"bad {what}")
+    # The range first: it compares an int of any size exactly, where
+    # math.isfinite() would convert it to a float (OverflowError past 1e308).
+    # NaN fails every comparison, infinities the range.
+    if not low <= value <= high or not math.isfinite(value):
         raise Malformed(f"bad {what}")
     return float(value)
+
+
+def printable(text, limit):
+    """At most C{limit} characters of C{text}, each unprintable one (line
+    breaks, terminal escapes, bidi controls) escaped: safe in a one-line log
+    entry."""
+    text = text[:limit]
+    if text.isprintable():
+        return text
+    escaped = "".join(c if c.isprintable() else c.encode("unicode_escape", "backslashreplace")
+                      .decode("ascii") for c in text)
+    return escaped[:limit]

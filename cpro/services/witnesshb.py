@@ -45,6 +45,11 @@ COUNTERS = (
 )
 
 
+# The highest sequence number a refusal may move this path's counter to:
+# half the range, so that 2**63 reports still fit above it.
+MAX_ADOPTED_SEQ = 2**63
+
+
 class WitnessUnavailable(Exception):
     """The witness gave no usable view; the message says why."""
 
@@ -189,10 +194,14 @@ class WitnessHeartbeatPath:
         if answer.code != 200:
             message, last_seq = wp.decode_refusal(answer.body)
             self._counters["refused"] += 1
-            if answer.code == 409 and last_seq is not None and last_seq >= self._seq:
-                self._seq = last_seq  # our counter went back: continue above the witness's
+            if answer.code == 409 and last_seq is not None and \
+                    self._seq <= last_seq < MAX_ADOPTED_SEQ:
+                # Our counter went back: continue above the witness's. A
+                # refusal is not signed: a number near the end of the range
+                # would leave no room to number the next reports.
+                self._seq = last_seq
             raise WitnessUnavailable(f"the witness refused the report: {answer.code} {message}")
-        signature = answer.header(wp.SIGNATURE_HEADER)
+        signature = answer.header(wp.SIGNATURE_HEADER_BYTES)  # bytes: never decoded here
         if signature is not None:
             # A witness with keys signs its views; one without keys does not.
             try:

@@ -8,17 +8,20 @@ and L{make_site} builds the Site with a request class that bounds the body.
 
 Everything a client sends is hostile until proven otherwise: names are
 checked, bodies are bounded and parsed defensively, and each refusal is
-counted by kind and answered with a 4xx code, never an exception into the
-reactor. State is bounded too: servers not heard for C{forget_after}
-seconds are forgotten, and the number of clusters and of servers per
-cluster is capped.
+counted by kind, answered with a 4xx code and logged as one line, rate-limited
+(L{RefusalLog}); never an exception into the reactor or a traceback per
+request. L{BoundedChannel} does the same for what twisted.web refuses
+itself. State is bounded too: servers not heard for C{forget_after} seconds
+are forgotten, and the number of clusters and of servers per cluster is
+capped.
 """
 
 import io
 import json
 
 from twisted.logger import Logger
-from twisted.web import resource, server
+from twisted.python.failure import Failure
+from twisted.web import http, resource, server
 
 from cpro.protocols import witness as wp
 
@@ -34,6 +37,7 @@ COUNTERS = (
     "unknown_cluster",  # a cluster without a key, when keys are configured (404)
     "not_found",  # a path that is not part of the protocol (404)
     "bad_method",  # 405
+    "bad_http",  # not HTTP as twisted.web reads it: request line, headers, framing (400)
     "replayed",  # sequence number not above the last one of that incarnation (409)
     "stale",  # an incarnation older than the one known (409)
     "full",  # too many clusters or servers (503)
@@ -47,6 +51,10 @@ ROOT_PAGE = (
 )
 
 MAX_CLUSTERS = 1024
+# Digits of a Content-Length: any length past the body bound is refused
+# anyway, and twisted.web's int() raises past 4300 digits.
+MAX_LENGTH_DIGITS = 20
+LOG_INTERVAL = 60.0  # s: each kind of refusal is logged at least this often while it goes on
 
 
 class Refused(Exception):
@@ -115,6 +123,10 @@ class WitnessState:
         if key is None:
             raise Refused(404, "unknown_cluster", f"unknown cluster {cluster}")
         return key
+
+    def now(self):
+        """The witness's clock (seconds, monotonic)."""
+        return self._clock()
 
     def count(self, counter):
         self._counters[counter] += 1
@@ -231,15 +243,68 @@ class BoundedRequest(server.Request):
             self.content.write(data)
 
 
+class LogLimiter:
+    """Decides which refusals of one kind are worth a log line.
+
+    Anyone who reaches the witness can make it refuse: a flood of refusals
+    must not flood the log, and a refusal that goes on must not vanish from
+    it either. Of each kind, the 1st, 10th, 100th... are logged, and at
+    least one every C{interval} seconds while they go on.
+    """
+
+    def __init__(self, clock, interval=LOG_INTERVAL):
+        self._clock = clock
+        self.interval = interval
+        self._last = {}  # kind -> when its last line was logged
+
+    def should_log(self, kind, count):
+        now = self._clock()
+        last = self._last.get(kind)
+        if str(count).rstrip("0") == "1" or last is None or now - last >= self.interval:
+            self._last[kind] = now
+            return True
+        return False
+
+
+class RefusalLog:
+    """Counts every refusal in the state's counters and logs the ones the
+    L{LogLimiter} lets through, each as one line."""
+
+    def __init__(self, state, interval=LOG_INTERVAL):
+        self._state = state
+        self._limiter = LogLimiter(state.now, interval)
+
+    def refused(self, refusal, peer, method=b"", path=b"", failure=None):
+        """Count C{refusal} (a L{Refused}); log it if it is its kind's turn.
+
+        @param failure: the L{Failure} of an internal error, logged with it.
+        """
+        count = self._state.count(refusal.counter)
+        if not self._limiter.should_log(refusal.counter, count):
+            return
+        # One line, whatever the client sent: method, path and reason are
+        # cut and their unprintable characters escaped.
+        request = (wp.printable(method.decode("latin-1"), 20) + " "
+                   + wp.printable(path.decode("latin-1"), 200)) if method else "a request"
+        fields = dict(request=request, peer=getattr(peer, "host", peer), code=refusal.code,
+                      reason=wp.printable(str(refusal), 200), counter=refusal.counter, count=count)
+        text = "witness: refused {request} from {peer}: {code} {reason} ({counter}: {count} so far)"
+        if failure is not None:
+            log.failure(text, failure, **fields)
+        else:
+            log.warn(text, **fields)
+
+
 class WitnessResource(resource.Resource):
     """The whole URL space of the witness (one leaf: paths are parsed by the protocol)."""
 
     isLeaf = True
     allowed = (b"GET", b"HEAD", b"POST")
 
-    def __init__(self, state):
+    def __init__(self, state, refusals=None):
         super().__init__()
         self._state = state
+        self.refusals = refusals if refusals is not None else RefusalLog(state)
 
     def render(self, request):
         self._state.count("requests")
@@ -248,9 +313,9 @@ class WitnessResource(resource.Resource):
         except Refused as e:
             return self._refuse(request, e)
         except Exception:
-            log.failure("witness: error answering {method} {path}",
-                        method=request.method, path=request.path)
-            return self._refuse(request, Refused(500, "errors", "internal error"))
+            # A bug, not the client's fault; still, a client can repeat the
+            # request that triggers it: the traceback is rate-limited too.
+            return self._refuse(request, Refused(500, "errors", "internal error"), Failure())
 
     def _render(self, request):
         if getattr(request, "oversize", False):
@@ -284,7 +349,7 @@ class WitnessResource(resource.Resource):
         if key is not None:
             try:
                 wp.verify(key, wp.request_message(method, request.path, body),
-                          request.getHeader(wp.SIGNATURE_HEADER))
+                          request.getHeader(wp.SIGNATURE_HEADER_BYTES))
             except wp.BadSignature as e:
                 raise Refused(403, "unauthenticated", str(e)) from None
         if route.kind == "report":
@@ -301,17 +366,9 @@ class WitnessResource(resource.Resource):
                               wp.sign(key, wp.answer_message(request.path, answer)))
         return self._json(request, answer)
 
-    def _refuse(self, request, refusal):
-        count = self._state.count(refusal.counter)
-        # The 1st, 10th, 100th... of each kind: a flood must not flood the log.
-        if str(count).rstrip("0") == "1":
-            peer = request.getClientAddress()
-            log.warn("witness: refused {method} {path} from {peer}: {code} {reason} "
-                     "({counter}: {count} so far)",
-                     method=request.method.decode("ascii", "replace"),
-                     path=request.path[:200].decode("ascii", "replace"),
-                     peer=getattr(peer, "host", peer), code=refusal.code, reason=refusal,
-                     counter=refusal.counter, count=count)
+    def _refuse(self, request, refusal, failure=None):
+        self.refusals.refused(refusal, request.getClientAddress(), request.method, request.path,
+                              failure)
         request.setResponseCode(refusal.code)
         answer = dict(refusal.details, error=str(refusal))
         return self._json(request, json.dumps(answer, sort_keys=True).encode())
@@ -323,7 +380,42 @@ class WitnessResource(resource.Resource):
         return body
 
 
+class BoundedChannel(http.HTTPChannel):
+    """twisted.web's HTTP channel, with its own refusals counted and logged.
+
+    twisted.web answers what it cannot parse (request line, headers, body
+    framing) with a bare 400 before any resource sees the request; those are
+    counted as C{bad_http} and logged like the witness's own refusals.
+    """
+
+    def headerReceived(self, line):
+        name, sep, value = line.partition(b":")
+        too_long = len(value.strip(b" \t")) > MAX_LENGTH_DIGITS
+        if sep and too_long and name.lower() == b"content-length":
+            # twisted.web would int() it: ValueError past 4300 digits, raised
+            # out of dataReceived into the reactor.
+            self._respondToBadRequestAndDisconnect()
+            return False
+        return super().headerReceived(line)
+
+    def _respondToBadRequestAndDisconnect(self):
+        # twisted.web's one exit for a request it cannot parse (a private
+        # name: test_witness_server checks that it is still called).
+        refusals = getattr(self.site, "refusals", None)
+        if refusals is not None:
+            refusals.refused(Refused(400, "bad_http", "not a valid HTTP request"),
+                             self.transport.getPeer())
+        super()._respondToBadRequestAndDisconnect()
+
+
 class _Site(server.Site):
+    protocol = BoundedChannel  # HTTP/1.x only (no HTTP/2 switch over TLS)
+
+    def acceptableProtocols(self):
+        # ALPN must not offer h2 (offered when the h2 package is installed):
+        # the channel above speaks HTTP/1.1 only.
+        return [b"http/1.1"]
+
     def log(self, request):
         # No access log: every server reports every heartbeat interval, which
         # would bury the refusals and state changes worth reading.
@@ -332,8 +424,10 @@ class _Site(server.Site):
 
 def make_site(state, reactor, timeout=30):
     """The L{server.Site} serving C{state}; idle connections close after C{timeout} s."""
-    site = _Site(WitnessResource(state), requestFactory=BoundedRequest,
-                       parsePOSTFormSubmission=False, timeout=timeout, reactor=reactor)
+    root = WitnessResource(state)
+    site = _Site(root, requestFactory=BoundedRequest,
+                 parsePOSTFormSubmission=False, timeout=timeout, reactor=reactor)
+    site.refusals = root.refusals
     site.displayTracebacks = False
     site.noisy = False
     return site

@@ -177,3 +177,70 @@ class SignatureTests(SynchronousTestCase):
 
     def test_empty_key_refused(self):
         self.assertRaises(ValueError, wp.sign, b"", b"x")
+
+
+class HostileInputTests(SynchronousTestCase):
+    """Issue 10: values an attacker can send raise the protocol's own errors only."""
+
+    good_report = {"incarnation": str(INC), "seq": 1, "time": 5.0}
+    sighting = {"incarnation": str(INC), "age": 1.5, "seq": 3}
+
+    def test_huge_integer_time(self):
+        # math.isfinite() on an int past a float's range raised OverflowError.
+        for value in (10**400, -(10**400), 2**1100):
+            body = json.dumps(dict(self.good_report, time=value)).encode()
+            with self.assertRaises(wp.Malformed, msg=str(value)[:20]):
+                wp.decode_report("c1", "srv1", body)
+
+    def test_integer_time_in_range(self):
+        body = json.dumps(dict(self.good_report, time=1700000000)).encode()
+        self.assertEqual(wp.decode_report("c1", "srv1", body).time, 1700000000.0)
+
+    def test_huge_integer_age(self):
+        for value in (10**400, 2**1100):
+            with self.assertRaises(wp.Malformed):
+                wp.decode_view(view_body(servers={"s": dict(self.sighting, age=value)}), "c1")
+
+    def test_protocol_must_be_the_integer(self):
+        for value in (True, 1.0, "1"):
+            with self.assertRaises(wp.Malformed, msg=repr(value)):
+                wp.decode_view(view_body(protocol=value), "c1")
+
+    def test_refusal_message_is_one_printable_line(self):
+        message, _ = wp.decode_refusal(json.dumps({"error": "a\nb\r\x1b[31m\u202ec"}).encode())
+        self.assertTrue(message.isprintable(), repr(message))
+        for text in ("x" * 1000, "x" * 199 + "\x7f" * 10, "\n" * 300):
+            message, _ = wp.decode_refusal(json.dumps({"error": text}).encode())
+            self.assertLessEqual(len(message), 200)
+            self.assertTrue(message.isprintable(), repr(message))
+
+
+class HostileSignatureTests(SynchronousTestCase):
+    """Issue 10: any bad signature raises BadSignature, never another error."""
+
+    message = wp.request_message(b"POST", "/clusters/c1/servers/s", b"{}")
+
+    def test_non_ascii_text(self):
+        # hmac.compare_digest() raised TypeError on non-ASCII text.
+        good = wp.sign(KEY, self.message)
+        for signature in ["é" * 64, good[:-1] + "é", "\udcff", "\u202e" + good, "サ"]:
+            with self.assertRaises(wp.BadSignature, msg=repr(signature)):
+                wp.verify(KEY, self.message, signature)
+
+    def test_non_ascii_bytes(self):
+        good = wp.sign(KEY, self.message).encode()
+        for signature in [b"\xff\xfe", good[:-1] + b"\xff", "é".encode() * 32, b"\x00" * 64]:
+            with self.assertRaises(wp.BadSignature, msg=repr(signature)):
+                wp.verify(KEY, self.message, signature)
+
+    def test_odd_types_and_sizes(self):
+        good = wp.sign(KEY, self.message)
+        for signature in [5, ["a"], object(), good * 100, " " * 64, bytearray(good.encode())]:
+            with self.assertRaises(wp.BadSignature, msg=repr(signature)[:40]):
+                wp.verify(KEY, self.message, signature)
+
+    def test_good_still_accepted(self):
+        good = wp.sign(KEY, self.message)
+        wp.verify(KEY, self.message, good)
+        wp.verify(KEY, self.message, " " + good.upper() + " ")
+        wp.verify(KEY, self.message, good.encode())

@@ -9,6 +9,10 @@ same server names stay apart; malformed JSON, bad names, oversize bodies
 stale incarnations are refused with their code and counted in GET /status;
 with keys, unknown clusters are 404 and missing or bad signatures 403, and
 views are signed; silent servers are forgotten; capacity limits answer 503.
+Hostile requests (issue 10: a non-ASCII or invalid UTF-8 signature, a huge
+integer time, a Content-Length past int()'s digit limit, what twisted.web
+refuses itself) are refused and counted, never a 500; refusals and internal
+errors are logged one line each, rate-limited.
 """
 
 import json
@@ -258,6 +262,82 @@ class HttpTests(SynchronousTestCase):
         self.assertRefused(answer, 409, "replayed")
         self.assertEqual(wp.decode_refusal(answer[2])[1], 2)
 
+    def logged(self):
+        """The events cpro.witness.server logs from now on (instead of to Twisted)."""
+        from cpro.witness import server as witness_server
+        events = []
+        self.patch(witness_server.log, "observer", events.append)
+        return events
+
+    def test_huge_integer_time(self):
+        # Issue 10: math.isfinite(10**400) raised OverflowError: a 500 and a
+        # traceback per request, for anyone who can reach the witness.
+        events = self.logged()
+        body = b'{"incarnation":"1000/aa","seq":1,"time":1' + b"0" * 400 + b"}"
+        self.assertRefused(self.request("POST", "/clusters/c1/servers/srv1", body), 400, "malformed")
+        self.assertEqual([e for e in events if e.get("log_failure")], [])
+        self.assertEqual(self.state.view("c1").servers, {})
+
+    def test_refusals_logged_one_line_rate_limited(self):
+        events = self.logged()
+        for _ in range(25):
+            self.assertEqual(self.request("GET", "/clusters/-x%1b%5b2J")[0], 400)
+        refusals = [e for e in events if "refused" in e.get("log_format", "")]
+        self.assertEqual(len(refusals), 2)  # the 1st and the 10th
+        from twisted.logger import formatEvent
+        for event in refusals:
+            text = formatEvent(event)
+            self.assertIsNone(event.get("log_failure"))
+            self.assertTrue(text.isprintable(), repr(text))
+            self.assertIn("malformed", text)
+        self.assertEqual(self.counters()["malformed"], 25)
+
+    def test_refusals_logged_again_after_a_while(self):
+        events = self.logged()
+        for _ in range(12):
+            self.request("GET", "/nothing")
+        self.clock.advance(60)
+        self.request("GET", "/nothing")
+        self.assertEqual(len([e for e in events if "refused" in e.get("log_format", "")]), 3)
+
+    def test_internal_error_no_traceback_flood(self):
+        # A bug (here simulated) answers 500; its traceback is logged
+        # rate-limited like a refusal, not once per request.
+        events = self.logged()
+        self.patch(self.state, "view", lambda cluster: 1 / 0)
+        for _ in range(20):
+            self.assertEqual(self.request("GET", "/clusters/c1")[0], 500)
+        self.assertEqual(len([e for e in events if e.get("log_failure")]), 2)
+        self.assertEqual(self.counters()["errors"], 20)
+
+    def exchange_status(self, raw):
+        """The status code of the answer to raw bytes Twisted may refuse itself."""
+        protocol = self.site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+        transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 40000))
+        protocol.makeConnection(transport)
+        protocol.dataReceived(raw)
+        protocol.connectionLost(None)
+        return int(transport.value().split(b" ", 2)[1])
+
+    def test_content_length_past_int_digit_limit(self):
+        # Found by the fuzzer: twisted.web's int() of a Content-Length of more
+        # than 4300 digits raised ValueError out of dataReceived.
+        events = self.logged()
+        raw = (b"POST /clusters/c1/servers/srv1 HTTP/1.1\r\nHost: w\r\n"
+               b"Content-Length: " + b"9" * 5000 + b"\r\n\r\n{}")
+        self.assertEqual(self.exchange_status(raw), 400)
+        self.assertEqual([e for e in events if e.get("log_failure")], [])
+        self.assertEqual(self.counters()["bad_http"], 1)
+
+    def test_http_refused_by_twisted_counted_and_logged(self):
+        events = self.logged()
+        for _ in range(12):
+            self.assertEqual(self.exchange_status(b"GET / HTTP/1.1\r\nno colon here\r\n\r\n"), 400)
+        self.assertEqual(self.counters()["bad_http"], 12)
+        lines = [e for e in events if "refused" in e.get("log_format", "")]
+        self.assertEqual(len(lines), 2)
+        self.assertIsNone(lines[0].get("log_failure"))
+
     def test_status_has_no_names(self):
         self.post_report(report(cluster="secretname", server="srv1"))
         code, _, body = self.request("GET", "/status")
@@ -303,6 +383,28 @@ class KeyedHttpTests(HttpTests):
         path, body = wp.encode_report(report())
         answer = HttpTests.request(self, "POST", path, body, [("X-Other", "1")])
         self.assertRefused(answer, 403, "unauthenticated")
+        self.assertEqual(self.state.view("c1").servers, {})
+
+    def test_non_ascii_signature(self):
+        # Issue 10: valid UTF-8 that is not ASCII raised TypeError in the
+        # digest comparison: a 500 and a traceback.
+        events = self.logged()
+        path, body = wp.encode_report(report())
+        good = wp.sign(KEY, wp.request_message(b"POST", path, body))
+        answer = HttpTests.request(self, "POST", path, body, [(wp.SIGNATURE_HEADER, good[:-1] + "é")])
+        self.assertRefused(answer, 403, "unauthenticated")
+        self.assertEqual([e for e in events if e.get("log_failure")], [])
+        self.assertEqual(self.state.view("c1").servers, {})
+
+    def test_invalid_utf8_signature(self):
+        # Issue 10: invalid UTF-8 raised UnicodeDecodeError in the header lookup.
+        events = self.logged()
+        path, body = wp.encode_report(report())
+        raw = (f"POST {path} HTTP/1.1\r\nHost: w\r\nConnection: close\r\n"
+               f"Content-Length: {len(body)}\r\n").encode()
+        raw += b"X-Cpro-Signature: \xff\xfe" + b"0" * 62 + b"\r\n\r\n" + body
+        self.assertRefused(self.exchange(raw), 403, "unauthenticated")
+        self.assertEqual([e for e in events if e.get("log_failure")], [])
         self.assertEqual(self.state.view("c1").servers, {})
 
     def test_status_authenticated(self):

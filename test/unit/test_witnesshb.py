@@ -236,6 +236,46 @@ class PathTests(SynchronousTestCase):
         self.h.answer(sign_with=b"another key")
         self.assertProblem("unauthenticated_answers", "bad view signature")
 
+    def test_huge_integer_age(self):
+        # Issue 10: math.isfinite(10**400) raised OverflowError out of the
+        # view's parser: an unexpected error logged with its traceback.
+        self.path.send_beat(DIGEST)
+        seq = wp.decode_report("testcluster", "srv1", self.h.client.requests[0][3]).seq
+        body = (b'{"protocol":1,"cluster":"testcluster","seq":%d,"servers":{"srv2":'
+                b'{"incarnation":"2000/bb","age":1%s,"seq":1}}}' % (seq, b"0" * 400))
+        self.h.answer(code=200, body=body)
+        self.assertProblem("malformed_answers", "malformed answer")
+        self.assertEqual(self.path.counters()["errors"], 0)
+
+    def test_non_ascii_answer_signature(self):
+        # Issue 10: invalid UTF-8 raised UnicodeDecodeError in the header
+        # lookup, valid non-ASCII TypeError in the digest comparison.
+        for i, value in enumerate([b"\xff\xfe" + b"0" * 62, "é".encode() * 32]):
+            self.path.send_beat(DIGEST)
+            _, path, _, request_body, d = self.h.client.requests[i]
+            headers = Headers()
+            headers.setRawHeaders(wp.SIGNATURE_HEADER.encode(), [value])
+            d.callback(HttpAnswer(200, headers, wp.encode_view(wp.View("testcluster", {}))))
+            self.assertEqual(self.path.counters()["unauthenticated_answers"], i + 1)
+            self.assertIn("bad view signature", self.path.problem)
+        self.assertEqual(self.path.counters()["errors"], 0)
+        self.assertIsNone(self.path.latest_view())
+
+    def test_refusal_cannot_push_seq_to_the_end(self):
+        # An unsigned 409 carrying the largest sequence number must not
+        # leave the path unable to number its next report.
+        self.path.send_beat(DIGEST)
+        self.h.answer(code=409, body=b'{"error": "replayed", "seq": %d}' % (2**64 - 1))
+        self.path.send_beat(DIGEST)
+        self.assertEqual(len(self.h.client.requests), 2)
+        seq = wp.decode_report("testcluster", "srv1", self.h.client.requests[1][3]).seq
+        self.assertLess(seq, 2**63)
+
+    def test_refusal_message_is_one_line(self):
+        self.path.send_beat(DIGEST)
+        self.h.answer(code=400, body=b'{"error": "bad\\nforged log line"}')
+        self.assertNotIn("\n", self.path.problem)
+
     def test_good_answer_signature(self):
         self.h.report_as("srv2", INC2)
         self.path.send_beat(DIGEST)
