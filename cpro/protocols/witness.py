@@ -91,6 +91,10 @@ class BadSignature(WitnessProtocolError):
     """The signature is missing or does not match the cluster key."""
 
 
+class MalformedSignature(BadSignature):
+    """The signature header is not hex digits (non-ASCII, too long...)."""
+
+
 def valid_name(name):
     """True if C{name} is an acceptable cluster or server name."""
     return isinstance(name, str) and _NAME.match(name) is not None
@@ -350,7 +354,7 @@ def verify(key, message, signature):
     # Bytes only from here on: compare_digest refuses non-ASCII text with a
     # TypeError; bytes it compares whatever they hold, in constant time.
     if len(signature) > _MAX_SIGNATURE or not _HEX.match(signature):
-        raise BadSignature("malformed signature")
+        raise MalformedSignature("malformed signature")
     if not hmac.compare_digest(sign(key, message).encode("ascii"), signature.lower()):
         raise BadSignature("signature mismatch")
 

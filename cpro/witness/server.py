@@ -33,7 +33,7 @@ COUNTERS = (
     "views",  # views served (answers to reports and GETs)
     "malformed",  # bad JSON, fields or names (400)
     "oversize",  # body larger than allowed (413)
-    "unauthenticated",  # missing or bad signature (403)
+    "unauthenticated",  # missing or wrong signature (403), not hex digits (400)
     "unknown_cluster",  # a cluster without a key, when keys are configured (404)
     "not_found",  # a path that is not part of the protocol (404)
     "bad_method",  # 405
@@ -350,6 +350,8 @@ class WitnessResource(resource.Resource):
             try:
                 wp.verify(key, wp.request_message(method, request.path, body),
                           request.getHeader(wp.SIGNATURE_HEADER_BYTES))
+            except wp.MalformedSignature as e:
+                raise Refused(400, "unauthenticated", str(e)) from None
             except wp.BadSignature as e:
                 raise Refused(403, "unauthenticated", str(e)) from None
         if route.kind == "report":

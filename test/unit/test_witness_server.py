@@ -392,7 +392,7 @@ class KeyedHttpTests(HttpTests):
         path, body = wp.encode_report(report())
         good = wp.sign(KEY, wp.request_message(b"POST", path, body))
         answer = HttpTests.request(self, "POST", path, body, [(wp.SIGNATURE_HEADER, good[:-1] + "é")])
-        self.assertRefused(answer, 403, "unauthenticated")
+        self.assertRefused(answer, 400, "unauthenticated")
         self.assertEqual([e for e in events if e.get("log_failure")], [])
         self.assertEqual(self.state.view("c1").servers, {})
 
@@ -403,7 +403,7 @@ class KeyedHttpTests(HttpTests):
         raw = (f"POST {path} HTTP/1.1\r\nHost: w\r\nConnection: close\r\n"
                f"Content-Length: {len(body)}\r\n").encode()
         raw += b"X-Cpro-Signature: \xff\xfe" + b"0" * 62 + b"\r\n\r\n" + body
-        self.assertRefused(self.exchange(raw), 403, "unauthenticated")
+        self.assertRefused(self.exchange(raw), 400, "unauthenticated")
         self.assertEqual([e for e in events if e.get("log_failure")], [])
         self.assertEqual(self.state.view("c1").servers, {})
 
