@@ -29,6 +29,7 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
 from cpro.cluster.states import Level
+from cpro.protocols.ratelog import worth_logging
 
 MAGIC = b"CPAL"
 VERSION = 1
@@ -256,13 +257,6 @@ def load_fields(raw):
         raise MalformedAlert(f"body is not UTF-8 JSON: {str(e)[:120]}") from None
 
 
-def _worth_logging(count):
-    """Log the 1st, 10th, 100th... occurrence: a flood must not flood the log."""
-    while count >= 10 and count % 10 == 0:
-        count //= 10
-    return count == 1
-
-
 class AlertSyncProtocol(DatagramProtocol):
     """Receives alert datagrams, hands authenticated alerts to on_alert.
 
@@ -287,7 +281,7 @@ class AlertSyncProtocol(DatagramProtocol):
 
     def _drop(self, counter, address, reason):
         self.counters[counter] += 1
-        if _worth_logging(self.counters[counter]):
+        if worth_logging(self.counters[counter]):
             self.log.warn(
                 "dropped alert packet from {address}: {reason} ({count} {counter} so far)",
                 address=address,

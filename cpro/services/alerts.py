@@ -38,6 +38,7 @@ from cpro.protocols.alertsync import (
     alert_from_fields,
     alert_to_fields,
     encode_alert,
+    load_fields,
 )
 
 __all__ = ["Alert", "AlertLog", "AlertBindError", "StdlibSyslog", "SYSLOG_PRIORITY"]
@@ -315,8 +316,8 @@ class AlertLog(service.MultiService):
         self._ring.clear()
         for line in lines[-RING_SIZE:]:
             try:
-                alert, token = alert_from_fields(json.loads(line.decode("utf-8")))
-            except (UnicodeDecodeError, ValueError, MalformedAlert):
+                alert, token = alert_from_fields(load_fields(line))
+            except MalformedAlert:
                 self._counters["bad_log_lines"] += 1
                 continue
             self._ring.append(alert)

@@ -42,7 +42,8 @@ from zope.interface import implementer
 
 from cpro.interfaces import IHeartbeatPath
 from cpro.services.bmc import MAX_COUNTDOWN, WATCHDOG_USE_OEM, BmcClient
-from cpro.services.hbpath import HeartbeatConfigError, heartbeat_kind, is_log_point
+from cpro.protocols.ratelog import worth_logging
+from cpro.services.hbpath import HeartbeatConfigError, heartbeat_kind
 
 log = Logger()
 
@@ -221,7 +222,7 @@ class BmcHeartbeatPath:
         self._counters["send_errors"] += 1
         self._own_errors += 1
         problem = failure.getErrorMessage()
-        if problem != self._own_problem or is_log_point(self._own_errors):
+        if problem != self._own_problem or worth_logging(self._own_errors):
             log.warn("heartbeat path {path}: cannot beat on this server's BMC: {problem} "
                      "({count} failed beats so far)", path=self.name, problem=problem,
                      count=self._own_errors)
@@ -254,7 +255,7 @@ class BmcHeartbeatPath:
         peer.token, peer.last_read = state.initial_tenths, started
         if state.use != WATCHDOG_USE_OEM:
             self._counters["not_armed"] += 1
-            if state.running and is_log_point(self._counters["not_armed"]):
+            if state.running and worth_logging(self._counters["not_armed"]):
                 log.warn("heartbeat path {path}: {server}'s BMC watchdog runs for timer use {use}, "
                          "not cpro's: is another watchdog user on that server?", path=self.name,
                          server=peer.name, use=state.use)
@@ -287,7 +288,7 @@ class BmcHeartbeatPath:
         self._counters["receive_errors"] += 1
         peer.errors += 1
         problem = failure.getErrorMessage()
-        if problem != peer.problem or is_log_point(peer.errors):
+        if problem != peer.problem or worth_logging(peer.errors):
             log.warn("heartbeat path {path}: cannot read {server}'s BMC: {problem} "
                      "({count} failed reads so far)", path=self.name, server=peer.name,
                      problem=problem, count=peer.errors)

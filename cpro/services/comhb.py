@@ -35,7 +35,8 @@ from zope.interface import implementer
 from cpro.interfaces import IHeartbeatPath
 from cpro.protocols import serialframe
 from cpro.protocols.heartbeat import MAX_PACKET, HeartbeatPacket, ReplayGuard
-from cpro.services.hbpath import HeartbeatConfigError, deliver, heartbeat_kind, is_log_point
+from cpro.protocols.ratelog import worth_logging
+from cpro.services.hbpath import HeartbeatConfigError, deliver, heartbeat_kind
 
 log = Logger()
 
@@ -253,7 +254,7 @@ class ComHeartbeatPath:
             return
         if self._protocol.paused:
             self._counters["backlog"] += 1
-            if is_log_point(self._counters["backlog"]):
+            if worth_logging(self._counters["backlog"]):
                 log.warn("heartbeat path {path}: {device} is not draining; beat skipped "
                          "({count} so far)", path=self.name, device=self.device,
                          count=self._counters["backlog"])
@@ -329,7 +330,7 @@ class ComHeartbeatPath:
             log.error("heartbeat path {path}: cannot open serial device {device}: {problem}; "
                       "retrying every {delay:.1f} s", path=self.name, device=self.device,
                       problem=problem, delay=self._reopen_delay)
-        elif is_log_point(self._failed_opens):
+        elif worth_logging(self._failed_opens):
             log.warn("heartbeat path {path}: serial device {device} still cannot be opened "
                      "({count} attempts): {problem}", path=self.name, device=self.device,
                      count=self._failed_opens, problem=problem)
@@ -397,7 +398,7 @@ class ComHeartbeatPath:
             self._counters["garbage_bytes"] += detail
         elif kind == serialframe.RESYNC:
             self._counters["resync"] += 1
-            if is_log_point(self._counters["resync"]):
+            if worth_logging(self._counters["resync"]):
                 log.warn("heartbeat path {path}: bytes on {device} that are not a heartbeat "
                          "frame; skipping to the next frame (line noise or a baud rate "
                          "mismatch?) ({count} so far)", path=self.name, device=self.device,
@@ -417,7 +418,7 @@ class ComHeartbeatPath:
     def _drop(self, kind, reason):
         self._counters[kind] += 1
         count = self._counters[kind]
-        if is_log_point(count):
+        if worth_logging(count):
             log.warn("heartbeat path {path}: dropped {kind} frame on {device}: {reason} "
                      "({count} so far)", path=self.name, kind=kind, device=self.device,
                      reason=reason, count=count)

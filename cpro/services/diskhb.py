@@ -35,7 +35,8 @@ from cpro.protocols.heartbeat import (
     decode,
     encode,
 )
-from cpro.services.hbpath import HeartbeatConfigError, deliver, heartbeat_kind, is_log_point
+from cpro.protocols.ratelog import worth_logging
+from cpro.services.hbpath import HeartbeatConfigError, deliver, heartbeat_kind
 
 log = Logger()
 
@@ -464,7 +465,7 @@ class DiskHeartbeatPath:
     def _drop(self, kind, server, reason):
         self._counters[kind] += 1
         count = self._counters[kind]
-        if is_log_point(count):
+        if worth_logging(count):
             log.warn("heartbeat path {path}: dropped {kind} record in the slot of {server} "
                      "on {device}: {reason} ({count} so far)", path=self.name, kind=kind,
                      server=server, device=self.device, reason=reason, count=count)
@@ -472,7 +473,7 @@ class DiskHeartbeatPath:
     def _count_and_log(self, kind, message):
         self._counters[kind] += 1
         count = self._counters[kind]
-        if is_log_point(count):
+        if worth_logging(count):
             log.warn("heartbeat path {path}: " + message + " ({count} so far)",
                      path=self.name, device=self.device, count=count)
 

@@ -95,12 +95,6 @@ def factory(kind):
         raise HeartbeatConfigError(f"heartbeat kind {kind!r} is not supported") from None
 
 
-def is_log_point(count):
-    """The 1st, 10th, 100th... of a kind of dropped packet: a flood must not
-    flood the log, yet the operator sees that it goes on."""
-    return str(count).rstrip("0") == "1"
-
-
 def deliver(path_name, guard, packet, counters, drop, on_beat, logger=log):
     """The last steps every packet-carrying path shares: the replay guard, the
     count, the hand-over to C{on_beat}. C{drop(kind, reason)} is the path's

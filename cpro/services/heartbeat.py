@@ -22,7 +22,8 @@ from zope.interface import implementer
 
 from cpro.interfaces import IHeartbeatPath
 from cpro.resources.runners import thread_runner
-from cpro.services.hbpath import HeartbeatConfigError, HeartbeatContext, deliver, factory, heartbeat_kind, is_log_point
+from cpro.protocols.ratelog import worth_logging
+from cpro.services.hbpath import HeartbeatConfigError, HeartbeatContext, deliver, factory, heartbeat_kind
 from cpro.protocols.heartbeat import (
     MAX_PACKET,
     ForeignCluster,
@@ -266,7 +267,7 @@ class LanHeartbeatPath(DatagramProtocol):
     def _drop(self, kind, addr, reason):
         self._counters[kind] += 1
         count = self._counters[kind]
-        if is_log_point(count):
+        if worth_logging(count):
             log.warn(
                 "heartbeat path {path}: dropped {kind} packet from {source}: {reason} "
                 "({count} so far)",

@@ -24,6 +24,7 @@ from twisted.python.failure import Failure
 from twisted.web import http, resource, server
 
 from cpro.protocols import witness as wp
+from cpro.protocols.ratelog import worth_logging
 
 log = Logger()
 
@@ -260,7 +261,7 @@ class LogLimiter:
     def should_log(self, kind, count):
         now = self._clock()
         last = self._last.get(kind)
-        if str(count).rstrip("0") == "1" or last is None or now - last >= self.interval:
+        if worth_logging(count) or last is None or now - last >= self.interval:
             self._last[kind] = now
             return True
         return False
