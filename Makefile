@@ -43,7 +43,7 @@ fuzz: $(STAMP)
 	PYTHONPATH=$(CURDIR) $(PY) -m test.fuzz --seconds $(FUZZ_SECONDS) $(if $(FUZZ_SEED),--seed $(FUZZ_SEED)) $(FUZZ_TARGETS)
 
 demo: system-deps $(STAMP)
-	$(PY) -m cpro.demo
+	$(PY) -m cpro.testing.demo
 
 # Every benchmark in turn (bench/*.py); each one's output is shown and kept in
 # _bench/NAME.log (its last line is its JSON). Fails if any of them failed.

@@ -2,7 +2,7 @@
 
     python bench/failover.py [--runs 20] [--idle-seconds 60] [--interval-ms 100] [--timeout-ms 500]
 
-On the two-server loopback cluster (cpro.lab.loopback: real `twistd cpro`
+On the two-server loopback cluster (cpro.testing.lab.loopback: real `twistd cpro`
 daemons, in a private network namespace when root) with one failover group:
 
 1. Idle cost: CPU share (user+system time over wall time) and resident memory
@@ -36,8 +36,8 @@ sys.path.insert(0, REPO_ROOT)
 
 from twisted.internet import task  # noqa: E402
 
-from cpro.lab.benchkit import daemon_process, destroy_lab, percentile, run_benchmark, say  # noqa: E402
-from cpro.lab.loopback import LabError, LoopbackCluster, group_current, summary  # noqa: E402
+from cpro.testing.lab.benchkit import daemon_process, destroy_lab, percentile, run_benchmark, say  # noqa: E402
+from cpro.testing.lab.loopback import LabError, LoopbackCluster, group_current, summary  # noqa: E402
 
 GROUP = "failover1"
 GOAL_FAILOVER_P95_S = 1.0

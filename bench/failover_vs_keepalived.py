@@ -1,9 +1,9 @@
 """Benchmark: the outage a client sees when the active server dies, cpro against keepalived.
 
-Both run in the same network-namespace lab (cpro.lab.netns): two servers
+Both run in the same network-namespace lab (cpro.testing.lab.netns): two servers
 with an interconnect (eth0) and a public LAN (eth1), and a client on the
 public LAN. A TCP service runs on both servers; the client connects to the
-floating IP 10.0.0.100 every 10 ms (cpro.lab.probe). The active server is
+floating IP 10.0.0.100 every 10 ms (cpro.testing.lab.probe). The active server is
 powered off (NetnsLab.server_down: every process in its namespace killed,
 its switch ports down) and the client's outage is measured, RUNS times for
 each. Same detection budget:
@@ -32,10 +32,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from twisted.internet import defer, task  # noqa: E402
 
-from cpro.lab.benchkit import percentile  # noqa: E402
-from cpro.lab.common import is_root  # noqa: E402
-from cpro.lab.netns import NetnsLab  # noqa: E402
-from cpro.lab.probe import outage, read_probes  # noqa: E402
+from cpro.testing.lab.benchkit import percentile  # noqa: E402
+from cpro.testing.lab.common import is_root  # noqa: E402
+from cpro.testing.lab.netns import NetnsLab  # noqa: E402
+from cpro.testing.lab.probe import outage, read_probes  # noqa: E402
 
 VIP = "10.0.0.100"
 PORT = 8080
@@ -85,7 +85,7 @@ class Prober:
         if os.path.exists(self.path):
             os.unlink(self.path)
         self.process = self.lab.spawn(self.lab.client, [
-            sys.executable, "-m", "cpro.lab.probe", "probe", "--target", f"{VIP}:{PORT}",
+            sys.executable, "-m", "cpro.testing.lab.probe", "probe", "--target", f"{VIP}:{PORT}",
             "--interval", "0.01", "--timeout", str(PROBE_TIMEOUT), "--out", self.path])
 
     def rows(self):

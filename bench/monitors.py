@@ -43,8 +43,8 @@ sys.path.insert(0, REPO_ROOT)  # this checkout, as the daemons the lab spawns us
 
 from twisted.internet import task  # noqa: E402
 
-from cpro.lab.benchkit import daemon_process, destroy_lab, percentile, run_benchmark, say  # noqa: E402
-from cpro.lab.loopback import LabError, LoopbackCluster  # noqa: E402
+from cpro.testing.lab.benchkit import daemon_process, destroy_lab, percentile, run_benchmark, say  # noqa: E402
+from cpro.testing.lab.loopback import LabError, LoopbackCluster  # noqa: E402
 
 TYPES = ("pidw", "psw", "genw", "ipw", "diskw")
 GROUP = "bench"

@@ -70,7 +70,7 @@ class IMonitor(Interface):
 class IHeartbeatPath(Interface):
     """One path of liveness between this server and its peers (lanhb, comhb, diskhb, ...).
 
-    Built by the factory registered for its kind in L{cpro.services.hbpath}
+    Built by the factory registered for its kind in L{cpro.services.heartbeat.base}
     as C{factory(context, heartbeat_config)}. What it hears goes to the
     context's callbacks:
       - C{context.on_beat(path_name, packet)}: an authentic, fresh

@@ -68,7 +68,7 @@ from cpro.resources.ledger import (
     default_removers,
     read_ledger_file,
 )
-from cpro.resources.process import CommandError, run_command
+from cpro.system.process import CommandError, run_command
 
 EXIT_SERVER_DOWN = 8  # the daemon crashed and the server-down action ran
 EXIT_FAILED = 1

@@ -19,7 +19,7 @@ inside it, however many damaged frames lie between. The buffer never holds
 more than one candidate (at most L{MAX_PACKET} bytes) after a feed.
 
 Nothing here counts, logs or decides: L{StreamDeframer.feed} returns
-events and the caller (L{cpro.services.comhb}) acts on them.
+events and the caller (L{cpro.services.heartbeat.comhb}) acts on them.
 """
 
 import heapq

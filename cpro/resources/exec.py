@@ -23,7 +23,7 @@ from zope.interface import implementer
 from cpro.interfaces import IGroupResource
 from cpro.resources.base import ResourceError
 from cpro.resources.ledger import NULL_LEDGER, PROCESS_GROUP, ProcTable, process_group_value
-from cpro.resources.process import (
+from cpro.system.process import (
     DEFAULT_PATH,
     CommandError,
     kill_process_group,

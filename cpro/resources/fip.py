@@ -42,15 +42,15 @@ from cpro.interfaces import IGroupResource
 from cpro.resources.base import ResourceError
 from cpro.resources.fiplan import Announcement, DuplicateAddressProbe
 from cpro.resources.ledger import ADDRESS, NULL_LEDGER
-from cpro.resources.linklayer import open_packet_link, ping
-from cpro.resources.netlink import (
+from cpro.system.linklayer import open_packet_link, ping
+from cpro.system.netlink import (
     Netlink,
     NetlinkFailure,
     choose_interface,
     find_interface,
     holders,
 )
-from cpro.resources.runners import run_inline, thread_runner
+from cpro.system.runners import run_inline, thread_runner
 
 log = Logger()
 

@@ -12,7 +12,7 @@ cache entries for the address at this server's MAC.
 
 Both are driven by an injected clock and a link opener
 (C{open_link(interface_name, ethertype, on_frame=None)}, see
-L{cpro.resources.linklayer.open_packet_link}), so the unit tests run them on
+L{cpro.system.linklayer.open_packet_link}), so the unit tests run them on
 a task.Clock with a fake link.
 """
 

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
-from cpro.resources.process import kill_process_group, read_proc_stat
+from cpro.system.process import kill_process_group, read_proc_stat
 
 log = Logger()
 

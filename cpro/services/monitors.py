@@ -15,7 +15,7 @@ from the monitor type registry. The service
 - measures the reactor's lag for userw (L{reactor_lag}) and keeps the recent
   samples for the status (L{lag_report}).
 
-Recovery scripts run through L{cpro.resources.process.run_command} with this
+Recovery scripts run through L{cpro.system.process.run_command} with this
 environment (no shell): CLP_MONITORNAME, CLP_ACTION (RESTART before a
 reactivation, FAILOVER before a failover, FINALACTION before the final
 action), CLP_RESTARTCOUNT, CLP_FAILOVERCOUNT (counts including the step
@@ -41,7 +41,7 @@ from cpro.cluster.monitoring import BY_CLUSTER, BY_OPERATOR, MonitorRunner
 from cpro.cluster.recovery import MonitorFinalAction, RecoveryEscalation, RecoveryStep
 from cpro.cluster.states import ClusterServiceState, Level, MonitorState
 from cpro.resources.monitors.base import MonitorEnvironment
-from cpro.resources.process import DEFAULT_PATH, run_command
+from cpro.system.process import DEFAULT_PATH, run_command
 
 log = Logger()
 

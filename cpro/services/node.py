@@ -29,13 +29,13 @@ from cpro.protocols.heartbeat import StateDigest, new_incarnation
 from cpro.resources.exec import ExecResource
 from cpro.resources.fip import FipResource
 from cpro.resources.ledger import LEDGER_NAME, Ledger, cleanup_leftovers, default_removers, release
-from cpro.resources.runners import thread_runner
+from cpro.system.runners import thread_runner
 from cpro.services.alerts import AlertBindError, AlertLog
-from cpro.services.heartbeat import HeartbeatBindError, HeartbeatService
+from cpro.services.heartbeat.service import HeartbeatBindError, HeartbeatService
 from cpro.services.internal import InternalService
 from cpro.services.monitors import MonitorService
-from cpro.services.np import build_partition
-from cpro.services.osactions import OSActions
+from cpro.services.partition.build import build_partition
+from cpro.system.osactions import OSActions
 
 log = Logger()
 

@@ -11,7 +11,7 @@ from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
 from cpro.protocols import admin
-from cpro.testing import FakeAdminHandler
+from cpro.testing.fakes import FakeAdminHandler
 from test.fuzz.harness import STRINGS, Finding, FuzzTestMixin, Target, logged_failures
 
 STATUS = {

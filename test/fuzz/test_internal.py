@@ -20,7 +20,7 @@ from cpro.cluster.controller import OperationError, PeerReport
 from cpro.cluster.states import ClusterServiceState
 from cpro.protocols import internal as wire
 from cpro.services.internal import InternalProtocol, InternalService
-from cpro.testing import FakeAlerts, make_config
+from cpro.testing.fakes import FakeAlerts, make_config
 from test.fuzz.harness import Finding, Target, FuzzTestMixin, dumps, logged_failures, mutate_json
 
 KEY = b"fuzz-internal-key"

@@ -1,7 +1,7 @@
 """Fuzzing the witness: its protocol's parsers (cpro.protocols.witness), the
 witness server's request handling (cpro.witness.server, raw HTTP through the
 real Site over a StringTransport) and the witness heartbeat client's reading
-of an answer (cpro.services.witnesshb).
+of an answer (cpro.services.heartbeat.witnesshb).
 
 The contract everywhere: hostile input raises the parser's own error type
 (L{wp.Malformed}, L{wp.BadSignature}) or is refused with a 4xx answer and
@@ -21,7 +21,7 @@ from twisted.web.http_headers import Headers
 
 from cpro.protocols import witness as wp
 from cpro.protocols.heartbeat import Incarnation
-from cpro.services.httpclient import HttpAnswer
+from cpro.system.httpclient import HttpAnswer
 from cpro.witness import server as ws
 from test.fuzz.harness import Finding, FuzzTestMixin, Target, dumps, logged_failures, mutate_json
 

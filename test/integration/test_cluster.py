@@ -12,7 +12,7 @@ import socket
 from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 
-from cpro.lab.loopback import LoopbackCluster, group_current, is_root, run, summary
+from cpro.testing.lab.loopback import LoopbackCluster, group_current, is_root, run, summary
 
 
 def one_group(name="failover1", **kw):
@@ -23,6 +23,9 @@ def online_on(group, server, observers):
     def check(st):
         return all(group_current(st, group, o) == server for o in observers)
     return check
+
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 class ClusterTestCase(unittest.TestCase):
@@ -360,7 +363,6 @@ class ExampleTests(ClusterTestCase):
     @defer.inlineCallbacks
     def test_two_server_example_runs_as_it_is(self):
         self.requires_root()  # the example uses the default ports: keep it in a private namespace
-        from cpro.lab.loopback import REPO_ROOT
 
         example = os.path.join(REPO_ROOT, "examples", "two-server", "clp.conf")
         lab = yield self.make_cluster()
@@ -516,8 +518,8 @@ def _python():
 
 
 def _env():
-    from cpro.lab.loopback import REPO_ROOT
+    from cpro.testing.lab.loopback import PACKAGE_ROOT
 
     env = dict(os.environ)
-    env["PYTHONPATH"] = REPO_ROOT
+    env["PYTHONPATH"] = PACKAGE_ROOT
     return env

@@ -14,10 +14,10 @@ from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 
 from cpro.config.model import Device, HeartbeatConfig
-from cpro.lab.serial import SerialCable, SocatPair, socat_available
+from cpro.testing.lab.serial import SerialCable, SocatPair, socat_available
 from cpro.protocols.heartbeat import StateDigest, new_incarnation
-from cpro.services.comhb import ComHeartbeatPath
-from cpro.testing import make_config
+from cpro.services.heartbeat.comhb import ComHeartbeatPath
+from cpro.testing.fakes import make_config
 
 HB = HeartbeatConfig(name="comhb1", kind="comhb", priority=2, device=200, baud_rate=19200)
 BOOTS = {"srv1": new_incarnation(1700000000.0, nonce="aaaa"),

@@ -20,11 +20,11 @@ import textwrap
 from twisted.internet import defer, reactor, task, threads
 from twisted.trial import unittest
 
-from cpro.lab.common import LabError, REPO_ROOT, is_root, lab_env, run, tool
+from cpro.testing.lab.common import LabError, REPO_ROOT, is_root, lab_env, run, tool
 from cpro.protocols import diskslot
 from cpro.protocols.heartbeat import Incarnation, StateDigest
-from cpro.resources.runners import thread_runner
-from cpro.services.diskhb import DiskHeartbeatPath
+from cpro.system.runners import thread_runner
+from cpro.services.heartbeat.diskhb import DiskHeartbeatPath
 from test.unit.test_diskhb import HB, disk_config
 
 INTERVAL = 0.1
@@ -36,8 +36,8 @@ NETNS_SCRIPT = textwrap.dedent("""
     import json, sys
     from twisted.internet import reactor, task
     from cpro.protocols.heartbeat import Incarnation, StateDigest
-    from cpro.resources.runners import thread_runner
-    from cpro.services.diskhb import DiskHeartbeatPath
+    from cpro.system.runners import thread_runner
+    from cpro.services.heartbeat.diskhb import DiskHeartbeatPath
     from test.unit.test_diskhb import HB, disk_config
 
     device, seconds = sys.argv[1], float(sys.argv[2])

@@ -22,9 +22,9 @@ from twisted.internet import defer, reactor, task
 from twisted.logger import Logger
 from twisted.trial import unittest
 
-from cpro.lab import poweroff
-from cpro.lab.common import REPO_ROOT, group_current, is_root
-from cpro.lab.netns import NetnsLab, lab_namespaces
+from cpro.testing.lab import poweroff
+from cpro.testing.lab.common import REPO_ROOT, group_current, is_root
+from cpro.testing.lab.netns import NetnsLab, lab_namespaces
 
 from test.integration.test_floating_ip import wait_for
 

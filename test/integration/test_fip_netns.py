@@ -1,6 +1,6 @@
 """Integration: the fip resource on a real LAN of network namespaces (root).
 
-Topology (built here with `ip`; cpro.lab.netns was not committed yet when
+Topology (built here with `ip`; cpro.testing.lab.netns was not committed yet when
 this was written): a switch namespace holding a bridge, and three hosts --
 srv1, srv2 and a client -- each with eth0 on the bridge (10.77.0.0/24 and
 fd77::/64). srv1 also has eth1 on 10.78.0.0/24 (a veth whose peer stays in
@@ -328,7 +328,7 @@ def _agent(action, ip, args):
     from cpro.resources.monitors.arpw import ArpMonitor
     from cpro.resources.monitors.base import MonitorEnvironment
     from cpro.resources.monitors.fipw import FipMonitor
-    from cpro.resources.netlink import Netlink
+    from cpro.system.netlink import Netlink
     from test.unit.monitor_contract import make_monitor_config
 
     if action == "remove":

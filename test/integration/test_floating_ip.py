@@ -39,10 +39,10 @@ from twisted.internet import defer, reactor, task
 from twisted.logger import Logger
 from twisted.trial import unittest
 
-from cpro.lab import poweroff
-from cpro.lab.common import LabError, group_current, is_root, run, tool
-from cpro.lab.netns import NetnsLab, lab_namespaces
-from cpro.lab.probe import read_probes
+from cpro.testing.lab import poweroff
+from cpro.testing.lab.common import LabError, group_current, is_root, run, tool
+from cpro.testing.lab.netns import NetnsLab, lab_namespaces
+from cpro.testing.lab.probe import read_probes
 
 log = Logger()
 
@@ -181,7 +181,7 @@ class HolderWatch:
 
 
 class Prober:
-    """The client connecting to VIP:PORT every PROBE_INTERVAL (cpro.lab.probe)."""
+    """The client connecting to VIP:PORT every PROBE_INTERVAL (cpro.testing.lab.probe)."""
 
     def __init__(self, lab):
         self.lab = lab
@@ -190,7 +190,7 @@ class Prober:
 
     def start(self):
         self.process = self.lab.spawn(self.lab.client, [
-            sys.executable, "-m", "cpro.lab.probe", "probe", "--target", f"{VIP}:{PORT}",
+            sys.executable, "-m", "cpro.testing.lab.probe", "probe", "--target", f"{VIP}:{PORT}",
             "--interval", str(PROBE_INTERVAL), "--timeout", str(PROBE_TIMEOUT), "--out", self.path])
         return self
 

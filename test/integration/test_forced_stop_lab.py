@@ -17,7 +17,7 @@ import shlex
 
 from twisted.internet import defer, reactor
 
-from cpro.lab.ipmisim import IpmiSimulator
+from cpro.testing.lab.ipmisim import IpmiSimulator
 from test.integration.test_floating_ip import FloatingIPTestCase, sleep, wait_for
 
 USER, PASSWORD = "cpro", "fence-me"

@@ -15,9 +15,9 @@ import os
 
 from twisted.internet import defer, reactor
 
-from cpro.lab.common import group_current, run, tool
-from cpro.lab.ipmisim import IpmiSimulator
-from cpro.lab.serial import SerialCable
+from cpro.testing.lab.common import group_current, run, tool
+from cpro.testing.lab.ipmisim import IpmiSimulator
+from cpro.testing.lab.serial import SerialCable
 from test.integration.test_floating_ip import FloatingIPTestCase, sleep
 
 TIMEOUT_S = 0.5

@@ -16,13 +16,13 @@ from zope.interface.verify import verifyObject
 
 from cpro.config.model import ForcedStopConfig, HeartbeatConfig
 from cpro.interfaces import IForcedStop, IHeartbeatPath
-from cpro.lab.common import tool
-from cpro.lab.ipmisim import IpmiSimulator
-from cpro.resources.runners import thread_runner
-from cpro.services import hbpath
-from cpro.services.bmc import BmcClient, BmcError
-from cpro.services.forcestop import ScriptForcedStop, make_forced_stop
-from cpro.testing import make_config
+from cpro.testing.lab.common import tool
+from cpro.testing.lab.ipmisim import IpmiSimulator
+from cpro.system.runners import thread_runner
+from cpro.services.heartbeat import base as hbpath
+from cpro.system.ipmi import BmcClient, BmcError
+from cpro.services.partition.forcestop import ScriptForcedStop, make_forced_stop
+from cpro.testing.fakes import make_config
 
 
 def _missing():

@@ -1,4 +1,4 @@
-"""Integration: the network-namespace cluster lab (cpro.lab.netns) itself.
+"""Integration: the network-namespace cluster lab (cpro.testing.lab.netns) itself.
 
 Topology reachability, that every fault drops what it says and heal
 restores it, that a powered-off server has no process left, that real
@@ -17,9 +17,9 @@ from twisted.internet import defer, reactor, task, threads
 from twisted.trial import unittest
 
 from cpro.config import load_config
-from cpro.lab import poweroff
-from cpro.lab.common import REPO_ROOT, LabProcess, group_current, is_root, lab_env, run, tool
-from cpro.lab.netns import PREFIX, NetnsLab, cleanup_stale, lab_namespaces
+from cpro.testing.lab import poweroff
+from cpro.testing.lab.common import REPO_ROOT, LabProcess, group_current, is_root, lab_env, run, tool
+from cpro.testing.lab.netns import PREFIX, NetnsLab, cleanup_stale, lab_namespaces
 
 
 def pid_alive(pid):
@@ -336,7 +336,7 @@ FAILING_CASE = """
 import json, os
 from twisted.internet import defer, reactor
 from twisted.trial import unittest
-from cpro.lab.netns import NetnsLab
+from cpro.testing.lab.netns import NetnsLab
 
 class Case(unittest.TestCase):
     @defer.inlineCallbacks
@@ -440,7 +440,7 @@ class CleanupTests(LabTestCase):
         os.makedirs(workdir)
         out = os.path.join(workdir, "hold.json")
         proc = LabProcess(out)
-        argv = [sys.executable, "-m", "cpro.lab.netns", "hold", "--servers", "1", "--sleepers",
+        argv = [sys.executable, "-m", "cpro.testing.lab.netns", "hold", "--servers", "1", "--sleepers",
                 "--workdir", workdir]
         reactor.spawnProcess(proc, argv[0], argv, env=lab_env(), path=REPO_ROOT)
         self.addCleanup(proc.kill)

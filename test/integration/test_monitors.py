@@ -23,8 +23,8 @@ import sys
 from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 
-from cpro.lab.common import lab_env
-from cpro.lab.loopback import LoopbackCluster, group_current, is_root, run, summary
+from cpro.testing.lab.common import lab_env
+from cpro.testing.lab.loopback import LoopbackCluster, group_current, is_root, run, summary
 
 
 def monitor_entry(statuses, observer, monitor, server):

@@ -13,7 +13,7 @@ side), at a random moment of the heartbeat cycle. Then:
   - the healthy side keeps the group, or takes it once the isolated side
     had time to release it;
   - a client on the public LAN asks "who has 10.0.0.100?" every 20 ms for
-    the whole test (cpro.lab.arpwatch): two servers answering in one round
+    the whole test (cpro.testing.lab.arpwatch): two servers answering in one round
     would be a group active on two servers at once. There must be none.
 
 Then the faults heal, the powered-off server boots (its daemon restarts) and
@@ -28,8 +28,8 @@ import time
 from twisted.internet import defer, reactor
 from twisted.logger import Logger
 
-from cpro.lab.arpwatch import read_watch
-from cpro.lab.common import group_current
+from cpro.testing.lab.arpwatch import read_watch
+from cpro.testing.lab.common import group_current
 from test.integration.test_floating_ip import VIP, FloatingIPTestCase, sleep, wait_for
 
 log = Logger()
@@ -49,7 +49,7 @@ NP_XML = ('<networkpartition><types name="pingnp"/><pingnp name="pingnp1"><prior
 
 
 class ArpWatch:
-    """cpro.lab.arpwatch in the client: who answers ARP for the VIP, every 20 ms."""
+    """cpro.testing.lab.arpwatch in the client: who answers ARP for the VIP, every 20 ms."""
 
     def __init__(self, lab):
         self.lab = lab
@@ -58,7 +58,7 @@ class ArpWatch:
 
     def start(self):
         self.process = self.lab.spawn(self.lab.client, [
-            sys.executable, "-m", "cpro.lab.arpwatch", "--address", VIP, "--dev", "eth1",
+            sys.executable, "-m", "cpro.testing.lab.arpwatch", "--address", VIP, "--dev", "eth1",
             "--interval", "0.02", "--out", self.path])
         return self
 

@@ -21,7 +21,7 @@ from twisted.internet import defer, error, protocol, reactor
 from cpro.resources.ledger import LEDGER_NAME
 from cpro.supervisor import EXIT_SERVER_DOWN
 
-from cpro.lab.loopback import run
+from cpro.testing.lab.loopback import run
 
 from test.integration.test_cluster import ClusterTestCase, online_on
 from test.unit.test_process import is_gone

@@ -26,12 +26,12 @@ from twisted.trial.unittest import TestCase
 
 from cpro import exitcodes
 from cpro.protocols.heartbeat import Incarnation, StateDigest
-from cpro.services import hbpath
-from cpro.services.httpclient import HttpClient
-from cpro.services.httpnp import HttpResolver
-from cpro.services.witnesshb import WitnessHeartbeatPath, WitnessResolver
+from cpro.services.heartbeat import base as hbpath
+from cpro.system.httpclient import HttpClient
+from cpro.services.partition.httpnp import HttpResolver
+from cpro.services.heartbeat.witnesshb import WitnessHeartbeatPath, WitnessResolver
 from cpro.config.model import Device, HeartbeatConfig, HttpNPConfig, HttpTarget
-from cpro.testing import make_config
+from cpro.testing.fakes import make_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DIGEST = StateDigest("0" * 64, 0, "running")

@@ -20,7 +20,7 @@ import sys
 
 from twisted.internet import defer, reactor
 
-from cpro.lab.common import group_current
+from cpro.testing.lab.common import group_current
 from test.integration.test_floating_ip import FloatingIPTestCase, sleep, wait_for
 from test.integration.test_heartbeat_paths_lab import cut_lan_between_servers, path_state, server_state
 

@@ -7,7 +7,7 @@ from twisted.internet import defer
 from cpro.config.model import FipParams, ResourceConfig
 from cpro.protocols import arp
 from cpro.resources.fip import FipResource
-from cpro.resources.netlink import IFF_LOWER_UP, IFF_UP, Interface, InterfaceAddress, Netlink, NetlinkFailure
+from cpro.system.netlink import IFF_LOWER_UP, IFF_UP, Interface, InterfaceAddress, Netlink, NetlinkFailure
 
 OUR_MAC = "02:00:00:00:00:01"
 OTHER_MAC = "02:00:00:00:00:99"
@@ -210,7 +210,7 @@ def fip_config(ip="192.168.1.100", name="fip1", **params):
 
 def make_fip(clock, ip="192.168.1.100", interfaces=None, pinger=None, **params):
     """(resource, lan, netlink) wired to fakes, with inline netlink calls."""
-    from cpro.resources.runners import run_inline
+    from cpro.system.runners import run_inline
 
     lan = FakeLAN(clock)
     netlink = FakeNetlink(clock, interfaces if interfaces is not None else (loopback(), eth()))

@@ -29,7 +29,7 @@ from cpro.protocols.admin import (
     listen_admin,
     parse_request,
 )
-from cpro.testing import FakeAdminHandler
+from cpro.testing.fakes import FakeAdminHandler
 
 STATUS = {
     "cluster": {"name": "demo", "status": "Online"},

@@ -1,11 +1,11 @@
-"""Tests for cpro.services.bmc: IPMI requests, answers and error mapping (fake pyghmi commands)."""
+"""Tests for cpro.system.ipmi: IPMI requests, answers and error mapping (fake pyghmi commands)."""
 
 from twisted.internet import defer, task
 from twisted.trial.unittest import SynchronousTestCase
 
 from cpro.config.model import BmcConfig
-from cpro.resources.runners import run_inline
-from cpro.services.bmc import (
+from cpro.system.runners import run_inline
+from cpro.system.ipmi import (
     POWER_ACTIONS,
     WATCHDOG_USE_OEM,
     BmcClient,

@@ -1,4 +1,4 @@
-"""Tests for cpro.services.bmchb: beating on the own BMC's watchdog and reading the peers'."""
+"""Tests for cpro.services.heartbeat.bmchb: beating on the own BMC's watchdog and reading the peers'."""
 
 import dataclasses
 
@@ -8,11 +8,11 @@ from zope.interface.verify import verifyObject
 
 from cpro.config.model import BmcConfig, HeartbeatConfig
 from cpro.interfaces import IHeartbeatPath
-from cpro.resources.runners import run_inline
-from cpro.services import hbpath
-from cpro.services.bmc import BmcClient
-from cpro.services.bmchb import SPAN, BmcHeartbeatPath, bmc_path, countdown_base
-from cpro.testing import make_config
+from cpro.system.runners import run_inline
+from cpro.services.heartbeat import base as hbpath
+from cpro.system.ipmi import BmcClient
+from cpro.services.heartbeat.bmchb import SPAN, BmcHeartbeatPath, bmc_path, countdown_base
+from cpro.testing.fakes import make_config
 from test.unit.test_bmc import FakeBmc
 
 BMCHB = HeartbeatConfig(name="bmchb1", kind="bmchb", priority=4, device=600)

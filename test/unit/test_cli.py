@@ -18,7 +18,7 @@ from twisted.trial import unittest
 
 from cpro.cli import clpcl, clpgrp, clprsc, clpstat, common
 from cpro.protocols.admin import AdminError, listen_admin
-from cpro.testing import FakeAdminHandler
+from cpro.testing.fakes import FakeAdminHandler
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

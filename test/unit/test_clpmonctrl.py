@@ -13,7 +13,7 @@ from twisted.trial import unittest
 from cpro import statusview
 from cpro.cli import clpmonctrl, clpstat
 from cpro.protocols.admin import AdminError, AdminRequest, UsageError, listen_admin, parse_request
-from cpro.testing import FakeAdminHandler
+from cpro.testing.fakes import FakeAdminHandler
 
 STATUS = {
     "cluster": {"name": "demo", "status": "Online"},

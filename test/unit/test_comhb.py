@@ -1,4 +1,4 @@
-"""Unit tests for cpro.services.comhb: the COM (serial line) heartbeat path.
+"""Unit tests for cpro.services.heartbeat.comhb: the COM (serial line) heartbeat path.
 
 Serial lines are fakes (an opener handing out StringTransport-based lines
 that deliver each other's writes); time is a task.Clock.
@@ -17,10 +17,10 @@ from zope.interface.verify import verifyObject
 from cpro.config.model import Device, HeartbeatConfig
 from cpro.interfaces import IHeartbeatPath
 from cpro.protocols.heartbeat import HeartbeatPacket, StateDigest, encode, new_incarnation
-from cpro.services import comhb, hbpath
-from cpro.services.comhb import COUNTERS, ComHeartbeatPath
-from cpro.services.hbpath import HeartbeatConfigError, HeartbeatContext
-from cpro.testing import make_config
+from cpro.services.heartbeat import base as hbpath, comhb
+from cpro.services.heartbeat.comhb import COUNTERS, ComHeartbeatPath
+from cpro.services.heartbeat.base import HeartbeatConfigError, HeartbeatContext
+from cpro.testing.fakes import make_config
 
 HB = HeartbeatConfig(name="comhb1", kind="comhb", priority=2, device=200, baud_rate=19200)
 TTY = {"srv1": "/dev/ttyS0", "srv2": "/dev/ttyS1", "srv3": "/dev/ttyS2"}

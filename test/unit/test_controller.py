@@ -14,7 +14,7 @@ from cpro.cluster.operations import OperatorRequests
 from cpro.cluster.states import ClusterServiceState, GroupState
 from cpro.cluster.status import cluster_status
 from cpro.interfaces import IAlertSink, IGroupResource, IOSActions, IPeerChannel
-from cpro.testing import FakeAlerts, FakeMembership, FakeOSActions, FakePeers, FakeResource, make_config
+from cpro.testing.fakes import FakeAlerts, FakeMembership, FakeOSActions, FakePeers, FakeResource, make_config
 
 
 def running_report(groups=None, service="Running", version=1, incarnation="inc-peer"):

@@ -1,6 +1,6 @@
-"""Tests for cpro.services.diskhb: the disk heartbeat path on a plain file.
+"""Tests for cpro.services.heartbeat.diskhb: the disk heartbeat path on a plain file.
 
-Disk I/O runs inline (cpro.resources.runners.run_inline) and time is a
+Disk I/O runs inline (cpro.system.runners.run_inline) and time is a
 task.Clock; the partition is a file in the test's temporary directory,
 opened without O_DIRECT except in L{DirectIOTests}.
 """
@@ -18,11 +18,11 @@ from cpro.config.model import Device, HeartbeatConfig
 from cpro.interfaces import IHeartbeatPath
 from cpro.protocols import diskslot
 from cpro.protocols.heartbeat import HeartbeatPacket, Incarnation, StateDigest, decode, encode
-from cpro.resources.runners import run_inline
-from cpro.services import hbpath
-from cpro.services.diskhb import DiskHeartbeatPath, SlotDisk
-from cpro.services.hbpath import HeartbeatConfigError, HeartbeatContext
-from cpro.testing import make_config
+from cpro.system.runners import run_inline
+from cpro.services.heartbeat import base as hbpath
+from cpro.services.heartbeat.diskhb import DiskHeartbeatPath, SlotDisk
+from cpro.services.heartbeat.base import HeartbeatConfigError, HeartbeatContext
+from cpro.testing.fakes import make_config
 
 KEY = b"disk heartbeat test key"
 CLUSTER = "cluster1"

@@ -10,7 +10,7 @@ from cpro.config.model import ExecParams, ResourceConfig
 from cpro.interfaces import IGroupResource
 from cpro.resources.base import ActionContext, ResourceError
 from cpro.resources.exec import ExecResource
-from cpro.resources.process import DEFAULT_PATH
+from cpro.system.process import DEFAULT_PATH
 
 from test.unit.test_process import ProcessTestCase, is_gone, read_when_present, wait_gone, write_script
 

@@ -1,4 +1,4 @@
-"""Tests for cpro.resources.linklayer with fake sockets on a MemoryReactorClock (no real network)."""
+"""Tests for cpro.system.linklayer with fake sockets on a MemoryReactorClock (no real network)."""
 
 import errno
 import struct
@@ -9,7 +9,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
 from cpro.protocols import icmp
-from cpro.resources.linklayer import MAX_READS_PER_WAKEUP, PACKET_OUTGOING, PacketLink, _EchoProbe
+from cpro.system.linklayer import MAX_READS_PER_WAKEUP, PACKET_OUTGOING, PacketLink, _EchoProbe
 
 
 class FakeSocket:

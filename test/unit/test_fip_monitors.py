@@ -10,8 +10,8 @@ from cpro.resources.base import ActionContext, ResourceError
 from cpro.resources.monitors.arpw import ArpMonitor
 from cpro.resources.monitors.base import CheckStatus
 from cpro.resources.monitors.fipw import FipMonitor
-from cpro.resources.netlink import IFF_UP
-from cpro.resources.runners import run_inline
+from cpro.system.netlink import IFF_UP
+from cpro.system.runners import run_inline
 from test.unit.fip_fakes import OUR_MAC, make_fip
 from test.unit.monitor_contract import MonitorContractMixin, make_environment, make_monitor_config
 

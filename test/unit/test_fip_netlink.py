@@ -1,4 +1,4 @@
-"""Tests for cpro.resources.netlink: choosing the interface, and the pyroute2 calls (with a fake IPRoute)."""
+"""Tests for cpro.system.netlink: choosing the interface, and the pyroute2 calls (with a fake IPRoute)."""
 
 import errno
 import ipaddress
@@ -9,7 +9,7 @@ from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from twisted.trial.unittest import SynchronousTestCase
 
-from cpro.resources.netlink import (
+from cpro.system.netlink import (
     IFA_F_NODAD,
     IFF_LOWER_UP,
     IFF_NOARP,
@@ -22,7 +22,7 @@ from cpro.resources.netlink import (
     find_interface,
     holders,
 )
-from cpro.resources.runners import run_inline
+from cpro.system.runners import run_inline
 
 
 def addr(text, secondary=False):

@@ -11,7 +11,7 @@ from cpro.interfaces import IGroupResource
 from cpro.protocols import arp
 from cpro.resources.base import ActionContext, ResourceError
 from cpro.resources.fip import FipResource, remove_address
-from cpro.resources.netlink import IFF_NOARP, IFF_UP
+from cpro.system.netlink import IFF_NOARP, IFF_UP
 from test.unit.fip_fakes import (
     OTHER_MAC,
     OUR_MAC,

@@ -1,4 +1,4 @@
-"""Tests for cpro.services.forcestop: forced stop through the BMC and by script."""
+"""Tests for cpro.services.partition.forcestop: forced stop through the BMC and by script."""
 
 import dataclasses
 import os
@@ -10,16 +10,16 @@ from zope.interface.verify import verifyObject
 
 from cpro.config.model import BmcConfig, ForcedStopConfig
 from cpro.interfaces import IForcedStop
-from cpro.resources.runners import run_inline
-from cpro.services.bmc import BmcClient
-from cpro.services.forcestop import (
+from cpro.system.runners import run_inline
+from cpro.system.ipmi import BmcClient
+from cpro.services.partition.forcestop import (
     BmcForcedStop,
     ForcedStopConfigError,
     ForcedStopError,
     ScriptForcedStop,
     make_forced_stop,
 )
-from cpro.testing import make_config
+from cpro.testing.fakes import make_config
 from test.unit.test_bmc import FakeBmc
 
 
@@ -190,7 +190,7 @@ class MakeForcedStopTests(SynchronousTestCase):
 
 
 class ScriptForcedStopTests(TestCase):
-    """Real scripts run through cpro.resources.process (short, harmless)."""
+    """Real scripts run through cpro.system.process (short, harmless)."""
 
     def setUp(self):
         self.dir = self.mktemp()

@@ -1,4 +1,4 @@
-"""Tests for cpro.services.heartbeat: LAN heartbeat paths and the beat loop.
+"""Tests for cpro.services.heartbeat.service: LAN heartbeat paths and the beat loop.
 
 Most tests run on an in-memory UDP reactor (a task.Clock with listenUDP);
 L{RealUDPTests} exchanges real datagrams over 127.0.0.0/8 and ::1.
@@ -32,8 +32,8 @@ from cpro.protocols.heartbeat import (
     decode,
     encode,
 )
-from cpro.services import heartbeat as service_module
-from cpro.services.heartbeat import (
+from cpro.services.heartbeat import service as service_module
+from cpro.services.heartbeat.service import (
     HeartbeatBindError,
     HeartbeatConfigError,
     HeartbeatService,

@@ -17,8 +17,8 @@ from zope.interface.verify import verifyObject
 from cpro.cluster.partition import Verdict
 from cpro.config.model import HttpNPConfig, HttpTarget
 from cpro.interfaces import INPResolver
-from cpro.services.httpclient import AnswerTooLarge, HttpClient, HttpRequestError
-from cpro.services.httpnp import HttpResolver
+from cpro.system.httpclient import AnswerTooLarge, HttpClient, HttpRequestError
+from cpro.services.partition.httpnp import HttpResolver
 
 
 def npconfig(**target):

@@ -20,7 +20,7 @@ from cpro.interfaces import IPeerChannel
 from cpro.protocols import internal as wire
 from cpro.services import internal as internal_service
 from cpro.services.internal import InternalProtocol, InternalService, make_tls_identity
-from cpro.testing import FakeAlerts, make_config
+from cpro.testing.fakes import FakeAlerts, make_config
 
 
 def free_port():

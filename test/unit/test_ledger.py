@@ -27,7 +27,7 @@ from cpro.resources.ledger import (
     group_is_ours,
     process_group_value,
 )
-from cpro.resources.process import read_proc_stat, spawn_resident
+from cpro.system.process import read_proc_stat, spawn_resident
 
 from test.unit.test_exec import make_config
 from test.unit.test_process import ProcessTestCase, is_gone, wait_gone, write_script

@@ -8,7 +8,7 @@ import subprocess
 from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 
-from cpro.resources.runners import run_inline, thread_runner
+from cpro.system.runners import run_inline, thread_runner
 from cpro.resources.monitors.base import CheckStatus
 from cpro.resources.monitors.diskw import DiskMonitor, DiskReadError, read_object
 

@@ -8,7 +8,7 @@ import subprocess
 from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 
-from cpro.resources.runners import run_inline, thread_runner
+from cpro.system.runners import run_inline, thread_runner
 from cpro.resources.monitors.base import CheckStatus
 from cpro.resources.monitors.miiw import IFF_LOWER_UP, IFF_UP, LinkMonitor, LinkState, judge_link, read_link
 

@@ -9,7 +9,7 @@ from cpro.resources.base import ActionContext
 from cpro.resources.exec import ExecResource
 from cpro.resources.monitors.base import CheckStatus
 from cpro.resources.monitors.pidw import PidMonitor
-from cpro.resources.process import read_proc_stat
+from cpro.system.process import read_proc_stat
 
 from test.unit.monitor_contract import MonitorContractMixin, make_environment, make_monitor_config
 from test.unit.test_exec import make_config as make_exec_config

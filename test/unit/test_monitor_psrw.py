@@ -7,11 +7,11 @@ import psutil
 from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 
-from cpro.resources.runners import run_inline, thread_runner
+from cpro.system.runners import run_inline, thread_runner
 from cpro.resources.monitors.base import CheckStatus
 from cpro.resources.monitors.psrw import ProcessResourceMonitor, ProcessSampler
 from cpro.resources.monitors.psw import ProcessEntry, ProcessTable
-from cpro.resources.process import spawn_resident
+from cpro.system.process import spawn_resident
 
 from test.unit.monitor_contract import MonitorContractMixin, make_environment, make_monitor_config
 from test.unit.test_process import ProcessTestCase

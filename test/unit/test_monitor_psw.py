@@ -6,7 +6,7 @@ import psutil
 from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 
-from cpro.resources.runners import run_inline
+from cpro.system.runners import run_inline
 from cpro.resources.monitors.base import CheckStatus
 from cpro.resources.monitors.psw import (
     ProcessEntry,
@@ -16,7 +16,7 @@ from cpro.resources.monitors.psw import (
     scan_processes,
     shared_process_table,
 )
-from cpro.resources.process import spawn_resident
+from cpro.system.process import spawn_resident
 
 from test.unit.monitor_contract import HeldRunner, MonitorContractMixin, make_environment, make_monitor_config
 from test.unit.test_process import ProcessTestCase

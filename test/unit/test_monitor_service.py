@@ -17,9 +17,9 @@ from cpro.cluster.recovery import MonitorFinalAction, RecoveryEscalation, Recove
 from cpro.cluster.states import ClusterServiceState, GroupState, MonitorState, ResourceState
 from cpro.cluster.status import cluster_status
 from cpro.resources.monitors.base import CheckResult
-from cpro.resources.process import ProcessResult
+from cpro.system.process import ProcessResult
 from cpro.services.monitors import MonitorService
-from cpro.testing import (FakeAlerts, FakeMembership, FakeMonitorTypes, FakeOSActions, FakePeers, FakeResource,
+from cpro.testing.fakes import (FakeAlerts, FakeMembership, FakeMonitorTypes, FakeOSActions, FakePeers, FakeResource,
                           make_config, make_monitor)
 
 OK = CheckResult.normal()

@@ -6,7 +6,7 @@ import psutil
 from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 
-from cpro.resources.runners import run_inline
+from cpro.system.runners import run_inline
 from cpro.resources.monitors._thresholds import Unreadable
 from cpro.resources.monitors.base import CheckStatus
 from cpro.resources.monitors.sraw import SystemResourceMonitor, SystemSampler

@@ -8,7 +8,7 @@ from zope.interface.verify import verifyObject
 from cpro.config.model import OSActionCommands
 from cpro.resources.monitors.base import CheckStatus
 from cpro.resources.monitors.userw import UserSpaceMonitor
-from cpro.services.watchdog import IWatchdog, WatchdogError
+from cpro.system.watchdog import IWatchdog, WatchdogError
 
 from test.unit.monitor_contract import MonitorContractMixin, make_environment, make_monitor_config
 
@@ -133,7 +133,7 @@ class WatchdogTests(UserwTestCase):
         env = make_environment(os_action_commands=None)
 
         def keeper_only(reactor, method, timeout, argv, action, log_path, pid_path):
-            from cpro.services.watchdog import KeeperWatchdog
+            from cpro.system.watchdog import KeeperWatchdog
             return KeeperWatchdog(reactor, timeout, argv, action, log_path, pid_path)
 
         monitor = UserSpaceMonitor(self.clock, config, config.params, env,

@@ -9,7 +9,7 @@ from cpro.cluster.monitoring import BY_CLUSTER, MonitorRunner
 from cpro.cluster.states import MonitorState
 from cpro.interfaces import IMonitor
 from cpro.resources.monitors.base import CheckResult, CheckStatus
-from cpro.testing import FakeAlerts, FakeMonitor, make_monitor
+from cpro.testing.fakes import FakeAlerts, FakeMonitor, make_monitor
 
 OK = CheckResult.normal()
 BAD = CheckResult.error("service is down")

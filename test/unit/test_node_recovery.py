@@ -12,7 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from cpro import crashnote
 from cpro.resources.ledger import ADDRESS, LEDGER_NAME, Ledger, boot_id
 from cpro.services.node import ClusterNode
-from cpro.testing import make_config
+from cpro.testing.fakes import make_config
 
 
 class RecoverFromCrashTests(SynchronousTestCase):

@@ -11,7 +11,7 @@ from zope.interface.verify import verifyObject
 from cpro.cluster.partition import Outcome, PartitionResolution, Verdict
 from cpro.config.model import ForcedStopConfig, NetworkPartitionConfig
 from cpro.interfaces import IForcedStop, INPResolver
-from cpro.testing import FakeAlerts
+from cpro.testing.fakes import FakeAlerts
 from cpro.cluster.states import ClusterServiceState
 from test.unit.test_controller import Harness, running_report
 

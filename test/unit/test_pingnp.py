@@ -7,7 +7,7 @@ from zope.interface.verify import verifyObject
 from cpro.config.model import PingTarget
 from cpro.interfaces import INPResolver
 from cpro.resources.monitors.ipw import PingError
-from cpro.services.pingnp import PingResolver
+from cpro.services.partition.pingnp import PingResolver
 
 
 class FakePinger:

@@ -5,7 +5,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from cpro.cluster import placement
 from cpro.cluster.states import GroupState
-from cpro.testing import make_config
+from cpro.testing.fakes import make_config
 
 SERVERS = ("srv1", "srv2", "srv3")
 

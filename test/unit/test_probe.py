@@ -2,7 +2,7 @@
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from cpro.lab.probe import outage
+from cpro.testing.lab.probe import outage
 
 
 def rows(spec, start=100.0, step=0.01):

@@ -1,4 +1,4 @@
-"""Tests for cpro.resources.process: real short processes on the real reactor.
+"""Tests for cpro.system.process: real short processes on the real reactor.
 
 The reactor here is the global one on purpose: these tests check real
 fork/exec, process groups and signals, which a fake reactor cannot show.
@@ -13,8 +13,8 @@ from twisted.internet.error import ProcessTerminated
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 
-from cpro.resources import process
-from cpro.resources.process import (
+from cpro.system import process
+from cpro.system.process import (
     CommandError,
     ProcessResult,
     ResidentProcess,

@@ -15,7 +15,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from cpro import crashnote, supervisor
-from cpro.lab.loopback import LoopbackCluster
+from cpro.testing.lab.loopback import LoopbackCluster
 from cpro.resources.ledger import ADDRESS, LEDGER_NAME, Ledger, boot_id
 from cpro.supervisor import EXIT_SERVER_DOWN, Options, Supervisor, daemon_settings, with_after_crash
 

@@ -18,9 +18,9 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
-from cpro.resources.process import read_proc_stat
-from cpro.services import watchdog_keeper
-from cpro.services.watchdog import (
+from cpro.system.process import read_proc_stat
+from cpro.system import watchdog_keeper
+from cpro.system.watchdog import (
     WDIOC_SETTIMEOUT,
     DeviceWatchdog,
     IWatchdog,
@@ -279,7 +279,7 @@ from twisted.internet import reactor
 from cpro.config.model import OSActionCommands
 from cpro.resources.monitors.base import MonitorEnvironment
 from cpro.resources.monitors.userw import UserSpaceMonitor
-from cpro.services.watchdog import KeeperWatchdog
+from cpro.system.watchdog import KeeperWatchdog
 from test.unit.monitor_contract import make_monitor_config
 
 timeout, marker, log_dir = float(sys.argv[1]), sys.argv[2], sys.argv[3]

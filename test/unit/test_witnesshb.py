@@ -25,10 +25,10 @@ from cpro.config.model import Device, HeartbeatConfig, HttpTarget
 from cpro.interfaces import IHeartbeatPath, INPResolver
 from cpro.protocols import witness as wp
 from cpro.protocols.heartbeat import Incarnation, StateDigest
-from cpro.services import hbpath, witnesshb
-from cpro.services.httpclient import HttpAnswer, HttpRequestError
-from cpro.services.witnesshb import WitnessHeartbeatPath, WitnessResolver, WitnessUnavailable
-from cpro.testing import make_config
+from cpro.services.heartbeat import base as hbpath, witnesshb
+from cpro.system.httpclient import HttpAnswer, HttpRequestError
+from cpro.services.heartbeat.witnesshb import WitnessHeartbeatPath, WitnessResolver, WitnessUnavailable
+from cpro.testing.fakes import make_config
 from cpro.witness.server import Refused, WitnessState
 
 KEY = b"test-key"

@@ -1,7 +1,7 @@
 """Running a monitor's blocking probe (psutil scan, netlink query, disk read) off the reactor thread.
 
 Monitors take an injectable ``run_in_thread(fn, *args)`` callable that returns a
-Deferred firing fn's result (L{cpro.resources.runners}: thread_runner in
+Deferred firing fn's result (L{cpro.system.runners}: thread_runner in
 production, run_inline in unit tests).
 
 A thread cannot be killed, so a cancelled check abandons its thread instead:

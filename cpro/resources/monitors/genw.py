@@ -26,7 +26,7 @@ from zope.interface import implementer
 
 from cpro.interfaces import IMonitor
 from cpro.resources.monitors.base import CheckResult, monitor_type
-from cpro.resources.process import DEFAULT_PATH, CommandError, run_command, spawn_resident
+from cpro.system.process import DEFAULT_PATH, CommandError, run_command, spawn_resident
 
 log = Logger()
 

@@ -17,7 +17,7 @@ from zope.interface import implementer
 
 from cpro.interfaces import IMonitor
 from cpro.resources.monitors.base import CheckResult, monitor_type
-from cpro.resources.process import read_proc_stat
+from cpro.system.process import read_proc_stat
 
 _EXITED_STATES = frozenset({"Z", "X", "x"})  # zombie, dead
 

@@ -24,7 +24,7 @@ from zope.interface import implementer
 
 from cpro.interfaces import IMonitor
 from cpro.resources.monitors._threads import SingleFlight
-from cpro.resources.runners import thread_runner
+from cpro.system.runners import thread_runner
 from cpro.resources.monitors._thresholds import Threshold, combine
 from cpro.resources.monitors.base import monitor_type
 from cpro.resources.monitors.psw import matches, shared_process_table

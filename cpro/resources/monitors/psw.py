@@ -21,7 +21,7 @@ from zope.interface import implementer
 
 from cpro.interfaces import IMonitor
 from cpro.resources.monitors._threads import SingleFlight
-from cpro.resources.runners import thread_runner
+from cpro.system.runners import thread_runner
 from cpro.resources.monitors.base import CheckResult, monitor_type
 
 ProcessEntry = collections.namedtuple("ProcessEntry", "pid name cmdline")

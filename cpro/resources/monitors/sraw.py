@@ -21,7 +21,7 @@ from zope.interface import implementer
 
 from cpro.interfaces import IMonitor
 from cpro.resources.monitors._threads import SingleFlight
-from cpro.resources.runners import thread_runner
+from cpro.system.runners import thread_runner
 from cpro.resources.monitors._thresholds import Threshold, Unreadable, combine
 from cpro.resources.monitors.base import monitor_type
 

@@ -1,7 +1,7 @@
 """userw: user-space stall monitoring of the cluster daemon itself.
 
 A stalled reactor cannot run the check that would notice the stall, so the
-protection is a watchdog (L{cpro.services.watchdog}) armed by start() and
+protection is a watchdog (L{cpro.system.watchdog}) armed by start() and
 fed by a LoopingCall on the daemon's own reactor: if the reactor stops for
 the timeout, the watchdog resets the server from outside. check() only
 reports, after the fact, the worst reactor lag seen (the engine's
@@ -33,7 +33,7 @@ from zope.interface import implementer
 
 from cpro.interfaces import IMonitor
 from cpro.resources.monitors.base import CheckResult, monitor_type
-from cpro.services.watchdog import WatchdogError, make_watchdog
+from cpro.system.watchdog import WatchdogError, make_watchdog
 
 log = Logger()
 

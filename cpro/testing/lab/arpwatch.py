@@ -1,6 +1,6 @@
 """A client-side watch for double activation: who answers ARP for an address?
 
-Run in a lab host (``python -m cpro.lab.arpwatch --address 10.0.0.100
+Run in a lab host (``python -m cpro.testing.lab.arpwatch --address 10.0.0.100
 --dev eth1 --out FILE``): every ``--interval`` it broadcasts "who has
 ADDRESS?" and collects the replies until the next round. Linux answers ARP
 for every address it holds, so two different MACs answering in one round
@@ -107,7 +107,7 @@ def read_watch(path):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m cpro.lab.arpwatch")
+    parser = argparse.ArgumentParser(prog="python -m cpro.testing.lab.arpwatch")
     parser.add_argument("--address", required=True)
     parser.add_argument("--dev", default="eth1")
     parser.add_argument("--interval", type=float, default=0.02)

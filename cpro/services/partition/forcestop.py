@@ -21,8 +21,8 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from cpro.interfaces import IForcedStop
-from cpro.resources.process import CommandError, run_command
-from cpro.services.bmc import POWER_ACTIONS, BmcClient, BmcError
+from cpro.system.process import CommandError, run_command
+from cpro.system.ipmi import POWER_ACTIONS, BmcClient, BmcError
 
 log = Logger()
 
@@ -48,7 +48,7 @@ class ForcedStopConfigError(ValueError):
 class BmcForcedStop:
     """Forced stop through each server's BMC.
 
-    @param runner: runs pyghmi off the reactor thread (L{cpro.resources.runners}).
+    @param runner: runs pyghmi off the reactor thread (L{cpro.system.runners}).
     @param forced_stop: the L{cpro.config.model.ForcedStopConfig}.
     @param servers: the L{cpro.config.model.ServerConfig}s (those without a
         BMC cannot be stopped: stop_server fails for them).

@@ -1,15 +1,15 @@
 """`make demo` as root: a client keeps using a floating IP while its server dies.
 
-Builds the network-namespace lab (cpro.lab.netns): two servers (interconnect
+Builds the network-namespace lab (cpro.testing.lab.netns): two servers (interconnect
 eth0, public LAN eth1), a client on the public LAN, real cpro daemons in
 the servers' namespaces. One failover group holds the floating IP
 10.0.0.100 and an exec resource that starts a small TCP service. The client
-connects to the floating IP every 10 ms (cpro.lab.probe); the active server
+connects to the floating IP every 10 ms (cpro.testing.lab.probe); the active server
 is powered off (every process in its namespace killed, its links cut at
 the switch, as a dead machine looks); the demo shows the group and the
 floating IP on the other server, the client's ARP entry following it, and
 the outage the client saw. Everything is removed at the end, on failure and
-on Ctrl-C alike (cpro.demo runs it); the lab's OS actions power off only a
+on Ctrl-C alike (cpro.testing.demo runs it); the lab's OS actions power off only a
 lab namespace.
 """
 
@@ -21,10 +21,10 @@ import time
 
 from twisted.internet import task
 
-from cpro.demo import DemoError, say, show_clpstat, step
-from cpro.lab.common import group_current
-from cpro.lab.netns import NetnsLab
-from cpro.lab.probe import outage, read_probes
+from cpro.testing.demo import DemoError, say, show_clpstat, step
+from cpro.testing.lab.common import group_current
+from cpro.testing.lab.netns import NetnsLab
+from cpro.testing.lab.probe import outage, read_probes
 
 GROUP = "failover1"
 VIP = "10.0.0.100"
@@ -99,7 +99,7 @@ class LabDemo:
             f"{lab.mac(active)})")
 
         step(f"The client now connects every 10 ms; powering off {active}")
-        prober = lab.spawn(lab.client, [sys.executable, "-m", "cpro.lab.probe", "probe", "--target",
+        prober = lab.spawn(lab.client, [sys.executable, "-m", "cpro.testing.lab.probe", "probe", "--target",
                                         f"{VIP}:{PORT}", "--interval", "0.01", "--timeout", "0.5",
                                         "--out", self.probe_log])
         await task.deferLater(self.reactor, 1.0, lambda: None)

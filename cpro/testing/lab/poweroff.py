@@ -1,10 +1,10 @@
-"""Power off one host of the network-namespace lab (cpro.lab.netns) as a dead machine looks.
+"""Power off one host of the network-namespace lab (cpro.testing.lab.netns) as a dead machine looks.
 
 This is the lab's harmless replacement for `systemctl poweroff`: the lab's
 clp.conf names it as the shutdown and reboot OS actions, so a daemon that
 decides to power off its server powers off only its own namespace:
 
-    python -m cpro.lab.poweroff STATE_FILE [HOST]
+    python -m cpro.testing.lab.poweroff STATE_FILE [HOST]
 
 STATE_FILE is the lab's lab.json; HOST defaults to the lab host whose
 network namespace the command runs in (it refuses to act anywhere else).
@@ -139,14 +139,14 @@ def power_off(state, host, action="poweroff"):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) not in (1, 2):
-        print("usage: python -m cpro.lab.poweroff STATE_FILE [HOST]", file=sys.stderr)
+        print("usage: python -m cpro.testing.lab.poweroff STATE_FILE [HOST]", file=sys.stderr)
         return 2
     with open(argv[0]) as f:
         state = json.load(f)
     host = argv[1] if len(argv) == 2 else own_host(state)
     if host not in state["hosts"]:
         # Outside the lab's hosts: never power off anything else.
-        print(f"cpro.lab.poweroff: not a host of this lab: {host or 'this namespace'}", file=sys.stderr)
+        print(f"cpro.testing.lab.poweroff: not a host of this lab: {host or 'this namespace'}", file=sys.stderr)
         return 2
     power_off(state, host, os.environ.get("CPRO_ACTION", "poweroff"))
     return 0

@@ -11,7 +11,7 @@ from zope.interface import implementer
 
 from cpro.cluster.partition import Verdict
 from cpro.interfaces import INPResolver
-from cpro.services.httpclient import HttpClient
+from cpro.system.httpclient import HttpClient
 
 
 @implementer(INPResolver)

@@ -12,7 +12,7 @@ import shutil
 import psutil
 from twisted.internet import defer
 
-from cpro.lab.common import LabError, run_with_cleanup
+from cpro.testing.lab.common import LabError, run_with_cleanup
 
 
 def say(text=""):

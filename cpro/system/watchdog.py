@@ -9,7 +9,7 @@ timeout, something outside the daemon resets the server.
   byte per feed, write the magic 'V' before closing on a clean stop. The
   kernel resets the machine itself; the configured action cannot be chosen.
 - L{KeeperWatchdog}: where there is no device, a small separate process
-  (L{cpro.services.watchdog_keeper}) fed through a pipe, which runs the
+  (L{cpro.system.watchdog_keeper}) fed through a pipe, which runs the
   cluster's OS action command (reboot) when not fed.
 
 Both follow the kernel's rule: closing without the clean-stop sign (the
@@ -32,8 +32,8 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from zope.interface import Attribute, Interface, implementer
 
-from cpro.resources.process import read_proc_stat
-from cpro.services import watchdog_keeper
+from cpro.system.process import read_proc_stat
+from cpro.system import watchdog_keeper
 
 log = Logger()
 

@@ -1,11 +1,11 @@
 """`make demo`: a two-server cluster on this machine fails over in front of you.
 
-    python -m cpro.demo [--interval-ms 200] [--timeout-ms 1000] [--keep] [--loopback] [--no-netns]
+    python -m cpro.testing.demo [--interval-ms 200] [--timeout-ms 1000] [--keep] [--loopback] [--no-netns]
 
 As root (unless --loopback) it runs the network-namespace demo of
-cpro.demo_lab: servers and a client in their own namespaces, a floating IP,
+cpro.testing.demo_lab: servers and a client in their own namespaces, a floating IP,
 a server powered off, and the outage the client saw. Otherwise it builds a
-LoopbackCluster (cpro.lab.loopback: two real `twistd cpro` daemons on
+LoopbackCluster (cpro.testing.lab.loopback: two real `twistd cpro` daemons on
 loopback addresses, inside a private network namespace when run as root) with
 one failover group whose exec resource starts a small TCP service
 asynchronously. It shows the cluster status (the real `clpstat`), asks the
@@ -28,7 +28,7 @@ import tempfile
 
 from twisted.internet import defer, task
 
-from cpro.lab.loopback import LabError, LoopbackCluster, group_current, run, run_with_cleanup
+from cpro.testing.lab.loopback import LabError, LoopbackCluster, group_current, run, run_with_cleanup
 
 GROUP = "failover1"
 RESOURCE = "web"
@@ -74,7 +74,7 @@ class DemoError(Exception):
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="python -m cpro.demo",
+    parser = argparse.ArgumentParser(prog="python -m cpro.testing.demo",
                                      description="Two cpro servers on this machine; kill one, watch the failover.")
     parser.add_argument("--interval-ms", type=int, default=200, help="heartbeat interval (default 200)")
     parser.add_argument("--timeout-ms", type=int, default=1000, help="heartbeat timeout (default 1000)")
@@ -225,7 +225,7 @@ class Demo:
 
 async def show_clpstat(reactor, lab, name):
     """Run the real clpstat against server name's admin socket and print it."""
-    from cpro.lab.common import lab_env
+    from cpro.testing.lab.common import lab_env
 
     step(f"clpstat on {name}")
     clpstat = os.path.join(os.path.dirname(sys.executable), "clpstat")
@@ -290,7 +290,7 @@ def _print_logs(demo):
 def main(reactor, *argv):
     args = parse_args(list(argv))
     if os.geteuid() == 0 and not args.loopback:
-        from cpro import demo_lab
+        from cpro.testing import demo_lab
 
         if "--interval-ms" not in argv:
             args.interval_ms = 100

@@ -1,11 +1,11 @@
 """A client's view of a service on a floating IP: a tiny TCP service and a prober.
 
 Both run as separate processes inside lab hosts (``ip netns exec HOST python -m
-cpro.lab.probe ...``), never inside a daemon, so plain blocking sockets and a
+cpro.testing.lab.probe ...``), never inside a daemon, so plain blocking sockets and a
 selector are fine here.
 
-    python -m cpro.lab.probe serve --port 8080 --name server1
-    python -m cpro.lab.probe probe --target 10.0.0.100:8080 --interval 0.01 --out FILE
+    python -m cpro.testing.lab.probe serve --port 8080 --name server1
+    python -m cpro.testing.lab.probe probe --target 10.0.0.100:8080 --interval 0.01 --out FILE
 
 The service answers every connection with its name and closes. The prober
 starts a connection every interval (each with its own timeout, so one
@@ -133,7 +133,7 @@ def outage(rows, fault_time):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m cpro.lab.probe")
+    parser = argparse.ArgumentParser(prog="python -m cpro.testing.lab.probe")
     sub = parser.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("serve")
     s.add_argument("--port", type=int, required=True)

@@ -36,7 +36,7 @@ from cpro.protocols.heartbeat import (
     encode,
 )
 from cpro.protocols.ratelog import worth_logging
-from cpro.services.hbpath import HeartbeatConfigError, deliver, heartbeat_kind
+from cpro.services.heartbeat.base import HeartbeatConfigError, deliver, heartbeat_kind
 
 log = Logger()
 

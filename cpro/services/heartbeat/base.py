@@ -1,7 +1,7 @@
 """The registry of heartbeat path kinds, and what every path is built with.
 
-Each kind lives in its own module (LAN in L{cpro.services.heartbeat}, COM in
-L{cpro.services.comhb}, ...), which registers a factory with
+Each kind lives in its own module (LAN in L{cpro.services.heartbeat.service}, COM in
+L{cpro.services.heartbeat.comhb}, ...), which registers a factory with
 L{heartbeat_kind}. The heartbeat service builds one path per configured
 heartbeat resource with C{factory(context, heartbeat_config)}; the factory
 returns an L{cpro.interfaces.IHeartbeatPath}.
@@ -19,12 +19,12 @@ log = Logger()
 
 # kind -> module that registers it (imported on first use).
 KIND_MODULES = {
-    "lanhb": "cpro.services.heartbeat",
-    "lankhb": "cpro.services.heartbeat",
-    "comhb": "cpro.services.comhb",
-    "diskhb": "cpro.services.diskhb",
-    "bmchb": "cpro.services.bmchb",
-    "witnesshb": "cpro.services.witnesshb",
+    "lanhb": "cpro.services.heartbeat.service",
+    "lankhb": "cpro.services.heartbeat.service",
+    "comhb": "cpro.services.heartbeat.comhb",
+    "diskhb": "cpro.services.heartbeat.diskhb",
+    "bmchb": "cpro.services.heartbeat.bmchb",
+    "witnesshb": "cpro.services.heartbeat.witnesshb",
 }
 
 _FACTORIES = {}
@@ -47,7 +47,7 @@ class HeartbeatContext:
     @ivar on_alive: C{on_alive(path_name, server, incarnation_or_None, age_seconds)}
         for a view that a peer was alive C{age} seconds ago.
     @ivar runner: C{runner(fn, *args)} -> Deferred, for blocking calls
-        (disk I/O, IPMI): L{cpro.resources.runners.thread_runner} in the daemon.
+        (disk I/O, IPMI): L{cpro.system.runners.thread_runner} in the daemon.
     """
 
     reactor: Any

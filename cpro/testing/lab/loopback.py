@@ -18,11 +18,11 @@ from xml.sax.saxutils import escape
 
 from twisted.internet import defer
 
-from cpro.lab.common import (REPO_ROOT, DaemonCluster, LabError, group_current, is_root, run,
+from cpro.testing.lab.common import (PACKAGE_ROOT, DaemonCluster, LabError, group_current, is_root, run,
                              run_with_cleanup, summary, tool)
 
 # Names other modules import from here.
-__all__ = ["LoopbackCluster", "LabError", "REPO_ROOT", "group_current", "is_root", "run", "run_with_cleanup",
+__all__ = ["LoopbackCluster", "LabError", "PACKAGE_ROOT", "group_current", "is_root", "run", "run_with_cleanup",
            "summary"]
 
 

@@ -28,8 +28,8 @@ from zope.interface import implementer
 from cpro.cluster.partition import Verdict
 from cpro.interfaces import IHeartbeatPath, INPResolver
 from cpro.protocols import witness as wp
-from cpro.services.hbpath import HeartbeatConfigError, heartbeat_kind
-from cpro.services.httpclient import HttpClient, HttpRequestError
+from cpro.services.heartbeat.base import HeartbeatConfigError, heartbeat_kind
+from cpro.system.httpclient import HttpClient, HttpRequestError
 
 log = Logger()
 
@@ -58,7 +58,7 @@ class WitnessUnavailable(Exception):
 class WitnessHeartbeatPath:
     """One witness heartbeat resource.
 
-    @param context: the L{cpro.services.hbpath.HeartbeatContext}.
+    @param context: the L{cpro.services.heartbeat.base.HeartbeatContext}.
     @param heartbeat: the L{cpro.config.model.HeartbeatConfig} (kind witnesshb).
     @param client: an L{HttpClient} for the witness (tests); built from
         C{heartbeat.witness} when None.

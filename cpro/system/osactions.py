@@ -11,7 +11,7 @@ from zope.interface import implementer
 
 from cpro.cluster.states import Level
 from cpro.interfaces import IOSActions
-from cpro.resources.process import run_command
+from cpro.system.process import run_command
 
 log = Logger()
 

@@ -1,7 +1,7 @@
 """A user-space watchdog process: runs an action when the daemon stops feeding it.
 
 Used by userw where there is no /dev/watchdog. The daemon starts it with
-L{cpro.services.watchdog.KeeperWatchdog} and writes to its stdin from the
+L{cpro.system.watchdog.KeeperWatchdog} and writes to its stdin from the
 reactor thread; a stalled reactor stops writing, and after C{--timeout}
 seconds without a byte this process runs the action command (the cluster's
 reboot command) on its own, which the stalled daemon could not do.

@@ -25,7 +25,11 @@ from twisted.internet.endpoints import UNIXClientEndpoint, connectProtocol
 from twisted.protocols.basic import LineOnlyReceiver
 from twisted.python.procutils import which
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import cpro
+
+# The directory that holds the cpro package in use (a checkout or
+# site-packages): the daemons the lab spawns import the same copy.
+PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(cpro.__file__)))
 # sun_path holds 108 bytes; trial's temp directories are often deeper than that.
 MAX_SOCKET_PATH = 100
 # Output kept in memory by a LabProcess without a log file.
@@ -55,7 +59,7 @@ def lab_env(extra=None):
     """The environment of lab processes: ours, with this checkout first on PYTHONPATH
     (a copy of cpro installed in the virtualenv may be older than the tree under test)."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = REPO_ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["PYTHONPATH"] = PACKAGE_ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.update(extra or {})
     return env
 

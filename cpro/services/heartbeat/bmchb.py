@@ -41,9 +41,9 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from cpro.interfaces import IHeartbeatPath
-from cpro.services.bmc import MAX_COUNTDOWN, WATCHDOG_USE_OEM, BmcClient
+from cpro.system.ipmi import MAX_COUNTDOWN, WATCHDOG_USE_OEM, BmcClient
 from cpro.protocols.ratelog import worth_logging
-from cpro.services.hbpath import HeartbeatConfigError, heartbeat_kind
+from cpro.services.heartbeat.base import HeartbeatConfigError, heartbeat_kind
 
 log = Logger()
 
@@ -88,7 +88,7 @@ class _Peer:
 class BmcHeartbeatPath:
     """One bmchb heartbeat resource.
 
-    @param context: the L{cpro.services.hbpath.HeartbeatContext}.
+    @param context: the L{cpro.services.heartbeat.base.HeartbeatContext}.
     @param heartbeat: the L{cpro.config.model.HeartbeatConfig} (kind bmchb).
     @param client_factory: C{factory(bmc_config, timeout)} -> L{BmcClient}
         (tests); by default a BmcClient on C{context.runner} and the reactor.

@@ -3,7 +3,7 @@
 L{BmcClient} sends the few IPMI commands cpro needs as raw requests through
 pyghmi: chassis status, chassis control (power off, on, cycle, reset, NMI),
 chassis identify, and the watchdog timer commands that the BMC heartbeat
-uses (L{cpro.services.bmchb}). Raw requests on purpose: pyghmi's helpers
+uses (L{cpro.services.heartbeat.bmchb}). Raw requests on purpose: pyghmi's helpers
 first probe the vendor (Get Device ID, sometimes HTTPS to the BMC), which
 adds round trips and failure modes a fencing action does not need.
 
@@ -119,7 +119,7 @@ class BmcClient:
     """IPMI requests to one BMC; every method returns a Deferred.
 
     @param runner: C{runner(fn, *args)} -> Deferred, running fn off the
-        reactor thread (L{cpro.resources.runners.thread_runner}).
+        reactor thread (L{cpro.system.runners.thread_runner}).
     @param bmc_config: the server's L{cpro.config.model.BmcConfig}.
     @param timeout: seconds each request may take (enforced on C{clock}).
     @param clock: IReactorTime for the timeout; None: no timeout beyond

@@ -24,7 +24,7 @@ from twisted.internet.serialport import SerialPort
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from cpro.lab.common import LabError, LabProcess, tool
+from cpro.testing.lab.common import LabError, LabProcess, tool
 
 log = Logger()
 

@@ -3,9 +3,9 @@
 L{Netlink} reads a snapshot of the interfaces of the current network
 namespace (L{Interface}: name, MAC, link state, addresses) and adds or
 deletes one address. Its methods are plain blocking calls, each well under a
-millisecond; callers run them through a I{runner}: L{cpro.resources.runners.thread_runner} (the
+millisecond; callers run them through a I{runner}: L{cpro.system.runners.thread_runner} (the
 reactor's thread pool, so the reactor never waits on a netlink socket) in the
-daemon, L{cpro.resources.runners.run_inline} in unit tests and in code that runs without a
+daemon, L{cpro.system.runners.run_inline} in unit tests and in code that runs without a
 reactor.
 
 The choice of interface is pure (L{choose_interface}, L{holders}) so that it

@@ -21,9 +21,9 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from cpro.interfaces import IHeartbeatPath
-from cpro.resources.runners import thread_runner
+from cpro.system.runners import thread_runner
 from cpro.protocols.ratelog import worth_logging
-from cpro.services.hbpath import HeartbeatConfigError, HeartbeatContext, deliver, factory, heartbeat_kind
+from cpro.services.heartbeat.base import HeartbeatConfigError, HeartbeatContext, deliver, factory, heartbeat_kind
 from cpro.protocols.heartbeat import (
     MAX_PACKET,
     ForeignCluster,
@@ -310,7 +310,7 @@ class HeartbeatService(MultiService):
     """Sends heartbeats on every path at the interval and receives the peers' ones.
 
     One path per heartbeat resource, of any kind registered in
-    L{cpro.services.hbpath}.
+    L{cpro.services.heartbeat.base}.
 
     @param reactor: IReactorUDP + IReactorTime.
     @param config: the L{cpro.config.model.ClusterConfig}.

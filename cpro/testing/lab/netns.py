@@ -21,7 +21,7 @@ host, keeps the host's own firewall free for the software under test and
 never makes a send fail with ENOBUFS, which a cut cable would not do.
 
 Power off (L{NetnsLab.server_down}, also what the lab's OS-action command
-cpro.lab.poweroff does when a daemon powers off its server): the host's
+cpro.testing.lab.poweroff does when a daemon powers off its server): the host's
 switch ports go down (the switch sees the link drop; the host's NICs lose
 carrier, so nothing it still had queued, not even a FIN of its dying
 sockets, leaves it), every process in its namespace is SIGKILLed, and its
@@ -52,9 +52,9 @@ from xml.sax.saxutils import escape
 
 from twisted.internet import defer, threads
 
-from cpro.lab import poweroff
-from cpro.lab.common import DaemonCluster, LabError, LabProcess, is_root, lab_env, run, tool
-from cpro.lab.poweroff import NETNS_DIR, PREFIX
+from cpro.testing.lab import poweroff
+from cpro.testing.lab.common import DaemonCluster, LabError, LabProcess, is_root, lab_env, run, tool
+from cpro.testing.lab.poweroff import NETNS_DIR, PREFIX
 
 INTERCONNECT = "192.168.100"
 PUBLIC = "10.0.0"
@@ -168,7 +168,7 @@ class NetnsLab(DaemonCluster):
         return EXTRA_OCTET + self.extra_hosts.index(host)
 
     def _describe(self):
-        """The lab as data (also written to lab.json for cpro.lab.poweroff)."""
+        """The lab as data (also written to lab.json for cpro.testing.lab.poweroff)."""
         hosts = {}
         for k, host in enumerate(self.hosts):
             octet = self._octet(host)
@@ -236,7 +236,7 @@ class NetnsLab(DaemonCluster):
         with open(path, "w") as f:
             f.write(f"#!/bin/sh\n# Harmless OS action of the lab: powers off only this lab host's namespace.\n"
                     f"PYTHONPATH={shlex.quote(lab_env()['PYTHONPATH'])} exec {shlex.quote(sys.executable)} "
-                    f"-m cpro.lab.poweroff {shlex.quote(self.state_path)} \"$@\"\n")
+                    f"-m cpro.testing.lab.poweroff {shlex.quote(self.state_path)} \"$@\"\n")
         os.chmod(path, 0o755)
 
     @defer.inlineCallbacks
@@ -311,9 +311,9 @@ class NetnsLab(DaemonCluster):
         return (code if code is not None else 128 + (proto.signal or 0)), proto.output.decode(errors="replace")
 
     def serve(self, host, port, name=None):
-        """Start cpro.lab.probe's TCP service in host: it answers each connection with name
+        """Start cpro.testing.lab.probe's TCP service in host: it answers each connection with name
         (default: host) and closes. Returns its LabProcess."""
-        return self.spawn(host, [sys.executable, "-m", "cpro.lab.probe", "serve", "--port", str(port),
+        return self.spawn(host, [sys.executable, "-m", "cpro.testing.lab.probe", "serve", "--port", str(port),
                                  "--name", name or host])
 
     @defer.inlineCallbacks
@@ -644,7 +644,7 @@ def main(argv=None):
 
     from twisted.internet import task
 
-    parser = argparse.ArgumentParser(prog="python -m cpro.lab.netns", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m cpro.testing.lab.netns", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     clean = sub.add_parser("cleanup", help="remove labs left by dead processes")
     clean.add_argument("--all", action="store_true", help="also labs of running processes")

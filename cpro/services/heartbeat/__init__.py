@@ -1,0 +1,1 @@
+"""Heartbeat paths: the service that runs them and one module per kind."""

@@ -1,0 +1,1 @@
+"""Network-partition resolution (NP resolvers) and forced stop."""

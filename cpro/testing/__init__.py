@@ -1,0 +1,2 @@
+"""Test equipment: fakes, the network-namespace lab, simulators and the demos.
+Never imported by the product."""
