@@ -13,6 +13,7 @@ from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 
 from cpro.testing.lab.loopback import LoopbackCluster, group_current, is_root, run, summary
+from test.integration import REPO_ROOT
 
 
 def one_group(name="failover1", **kw):
@@ -24,8 +25,6 @@ def online_on(group, server, observers):
         return all(group_current(st, group, o) == server for o in observers)
     return check
 
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 class ClusterTestCase(unittest.TestCase):

@@ -20,7 +20,8 @@ import textwrap
 from twisted.internet import defer, reactor, task, threads
 from twisted.trial import unittest
 
-from cpro.testing.lab.common import LabError, REPO_ROOT, is_root, lab_env, run, tool
+from cpro.testing.lab.common import LabError, is_root, lab_env, run, tool
+from test.integration import REPO_ROOT
 from cpro.protocols import diskslot
 from cpro.protocols.heartbeat import Incarnation, StateDigest
 from cpro.system.runners import thread_runner

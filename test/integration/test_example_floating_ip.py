@@ -23,8 +23,9 @@ from twisted.logger import Logger
 from twisted.trial import unittest
 
 from cpro.testing.lab import poweroff
-from cpro.testing.lab.common import REPO_ROOT, group_current, is_root
+from cpro.testing.lab.common import group_current, is_root
 from cpro.testing.lab.netns import NetnsLab, lab_namespaces
+from test.integration import REPO_ROOT
 
 from test.integration.test_floating_ip import wait_for
 

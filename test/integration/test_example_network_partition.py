@@ -15,10 +15,10 @@ from twisted.internet import defer, reactor
 
 from cpro.testing.lab.common import group_current
 from cpro.testing.lab.netns import NetnsLab
+from test.integration import REPO_ROOT
 from test.integration import test_example_floating_ip as fip_example
 from test.integration.test_floating_ip import HolderWatch, wait_for
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EXAMPLE = os.path.join(REPO_ROOT, "examples", "network-partition", "clp.conf")
 VIP, PORT, CONNECT_TIMEOUT = fip_example.VIP, fip_example.PORT, fip_example.CONNECT_TIMEOUT
 

@@ -27,7 +27,7 @@ import sys
 from twisted.internet import defer, reactor, task, utils
 from twisted.trial import unittest
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from test.integration import REPO_ROOT
 PREFIX = "cfip-"
 HOSTS = ("srv1", "srv2", "client")
 ADDRESSES = {"srv1": 1, "srv2": 2, "client": 10}

@@ -18,7 +18,8 @@ from twisted.trial import unittest
 
 from cpro.config import load_config
 from cpro.testing.lab import poweroff
-from cpro.testing.lab.common import REPO_ROOT, LabProcess, group_current, is_root, lab_env, run, tool
+from cpro.testing.lab.common import LabProcess, group_current, is_root, lab_env, run, tool
+from test.integration import REPO_ROOT
 from cpro.testing.lab.netns import PREFIX, NetnsLab, cleanup_stale, lab_namespaces
 
 

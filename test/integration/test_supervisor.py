@@ -22,6 +22,7 @@ from cpro.resources.ledger import LEDGER_NAME
 from cpro.supervisor import EXIT_SERVER_DOWN
 
 from cpro.testing.lab.loopback import run
+from test.integration import REPO_ROOT
 
 from test.integration.test_cluster import ClusterTestCase, online_on
 from test.unit.test_process import is_gone
@@ -29,8 +30,6 @@ from test.unit.test_process import is_gone
 RESIDENT = ('#!/bin/sh\necho "$(date +%s.%N) $CPRO_SERVER_NAME START exec1 $CLP_EVENT $CLP_SERVER" >> MARKS\n'
             'exec sleep 300\n')
 
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 class SupervisorProcess(protocol.ProcessProtocol):
