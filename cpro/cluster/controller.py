@@ -136,6 +136,9 @@ class ClusterController(MonitorRecoveryActions):
         self.partition = None
         self.on_network_partition = None
         self._np_acting = False
+        # Requests served by other parts of the node: op -> handler(op, args)
+        # (live reconfiguration's config_* requests).
+        self.call_handlers = {}
 
     # -- views ---------------------------------------------------------------
 
@@ -743,4 +746,7 @@ class ClusterController(MonitorRecoveryActions):
             if self.monitors is None:
                 raise OperationError(f"monitors are not available on {self.local}")
             return self.monitors.operate(dict(args))
+        handler = self.call_handlers.get(op)
+        if handler is not None:
+            return handler(op, args)
         raise OperationError(f"unknown request: {op}")
