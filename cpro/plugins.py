@@ -117,7 +117,7 @@ MONITOR_TYPES = Registry("monitor type", tuple(f"cpro.resources.monitors.{m}" fo
     "pidw", "psw", "genw", "ipw", "miiw", "diskw", "userw", "sraw", "psrw", "mtw", "fipw", "arpw",
 )))
 HEARTBEAT_KINDS = Registry("heartbeat kind", tuple(f"cpro.services.heartbeat.{m}" for m in (
-    "service", "comhb", "diskhb", "bmchb", "witnesshb",
+    "lanhb", "comhb", "diskhb", "bmchb", "witnesshb",
 )))
 NP_RESOLVERS = Registry("network partition resolver", tuple(f"cpro.services.partition.{m}" for m in (
     "pingnp", "httpnp",

@@ -1,49 +1,58 @@
-"""Heartbeat paths other than LAN, network-partition resolution and forced stop
+"""Server devices other than LAN, network-partition resolution and forced stop
 in clp.conf: reading, checking and building their part of the model.
 
   - server devices: com (serial line), disk (shared partition), bmc (IPMI
     over LAN, with cpro's <user>/<password>), witness, ping and http (use
-    flags of the NP resources);
-  - <heartbeat>: comhb, diskhb, bmchb and witnesshb next to lanhb/lankhb;
+    flags of the NP resources); the heartbeat kinds that run over them are
+    read through their schemas (L{cpro.config.heartbeats});
+  - the HTTP target shared by the witness heartbeat and httpnp;
   - <networkpartition>: pingnp and httpnp;
   - <cluster><networkpartition>: npaction (+ cpro's releasegrace,
-    witness/use) and cpro's <cluster><forcestop>.
+    witness/use) and cpro's <cluster><forcestop>, whose methods are those
+    registered with L{cpro.plugins.FORCED_STOP_METHODS}.
 """
 
 import ipaddress
 import os
+from dataclasses import dataclass
 from types import SimpleNamespace
+from typing import Callable, Optional
 
 from cpro.config.model import (
     BmcConfig,
     ForcedStopConfig,
     HttpNPConfig,
-    LAN_HEARTBEAT_KINDS,
     HttpTarget,
     NetworkPartitionConfig,
     PingTarget,
 )
 from cpro.config.xmltree import Subtree, check_integer, unsupported_parameter
+from cpro.plugins import FORCED_STOP_METHODS
 
-# The device type each heartbeat kind runs over.
-DEVICE_OF_KIND = {
-    "lanhb": "lan",
-    "lankhb": "lan",
-    "comhb": "com",
-    "diskhb": "disk",
-    "bmchb": "bmc",
-    "witnesshb": "witness",
-}
-LAN_KINDS = LAN_HEARTBEAT_KINDS
 DEVICE_TYPES = ("com", "disk", "bmc", "witness", "ping", "http")
-# IPMI requests through pyghmi stall for up to a second, longer on a busy server.
-MIN_BMC_HEARTBEAT_TIMEOUT_MS = 5000
 
 NP_ACTIONS = {0: "none", 1: "stop the cluster service", 2: "stop the cluster service and shut down the OS",
               3: "stop the cluster service and reboot the OS"}
-FORCED_STOP_METHODS = ("bmc", "script")
 BMC_ACTIONS = ("off", "reset", "cycle", "nmi")
-BAUD_RATES = frozenset({1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200})
+DEFAULT_FORCED_STOP_METHOD = "bmc"
+
+
+@dataclass(frozen=True)
+class ForcedStopSchema:
+    """The clp.conf part of a forced-stop method (C{<cluster><forcestop><method>}),
+    declared by the method's module when it registers with
+    L{cpro.plugins.FORCED_STOP_METHODS}. Both checks run only when forced
+    stop is on (C{<use>1</use>}) with this method.
+
+    - C{check(loader, config, node_path)}: rules on the
+      L{cpro.config.model.ForcedStopConfig} read from the C{<forcestop>} at
+      node_path (a script that must exist, ...).
+    - C{check_servers(report, servers)}: rules on every server (namespaces
+      with name, path and devices), once every section is read.
+    """
+
+    check: Optional[Callable] = None
+    check_servers: Optional[Callable] = None
 
 
 def _ms(value):
@@ -114,18 +123,7 @@ def _read_secret(report, node):
         return None
 
 
-# -- heartbeats ----------------------------------------------------------------------
-
-
-def read_heartbeat(report, child, kind):
-    """Read the kind-specific children of a heartbeat element; return model keywords."""
-    extras = {}
-    if kind == "comhb":
-        baud = child.integer("baudrate", 19200, BAUD_RATES)
-        extras["baud_rate"] = baud or 19200
-    elif kind == "witnesshb":
-        extras["witness"] = read_http_target(report, child, "witness server")
-    return extras
+# -- the HTTP target of witnesshb and httpnp --------------------------------------
 
 
 def read_http_target(report, node, what, with_path=False):
@@ -149,49 +147,6 @@ def read_http_target(report, node, what, with_path=False):
         return None
     return HttpTarget(host=host, port=port, tls=bool(tls), ca_file=ca_file,
                       timeout=_ms(timeout or 3000), path=path)
-
-
-def check_bmc_heartbeat_timeout(report, heartbeats, timeout_ms):
-    """Warn about a BMC heartbeat with a heartbeat timeout shorter than IPMI's stalls allow."""
-    if timeout_ms is None or timeout_ms >= MIN_BMC_HEARTBEAT_TIMEOUT_MS:
-        return
-    for hb in heartbeats.values():
-        if hb.kind == "bmchb":
-            report.warning(hb.path, f"heartbeat {hb.name} goes through BMCs, whose IPMI requests can "
-                                    f"stall for seconds, but the heartbeat timeout is {timeout_ms} ms: "
-                                    f"use at least {MIN_BMC_HEARTBEAT_TIMEOUT_MS} ms "
-                                    f"(cluster/heartbeat/timeout) or it may declare live servers down")
-
-
-def check_heartbeat_devices(report, heartbeats, servers):
-    """Each heartbeat kind has its device of the right type where it must."""
-    for hb in heartbeats.values():
-        if hb.device is None:
-            continue
-        wanted = DEVICE_OF_KIND[hb.kind]
-        having = []
-        for server in servers.values():
-            device = server.devices.get(hb.device)
-            if device is None:
-                if hb.kind in LAN_KINDS:
-                    report.error(f"{server.path}/device@{hb.device}",
-                                 f"device {hb.device} is missing: heartbeat {hb.name} uses it on every server")
-                continue
-            if device.type != wanted:
-                report.error(device.path, f"device {hb.device} is of type {device.type!r} but heartbeat "
-                                          f"{hb.name} needs a {wanted} device")
-                continue
-            if hb.kind == "witnesshb" and not device.use:
-                continue
-            having.append(server.name)
-        if hb.kind in LAN_KINDS:
-            continue
-        if len(having) < 2 and len(servers) >= 2:
-            report.error(hb.path, f"heartbeat {hb.name} links fewer than two servers: give device {hb.device} "
-                                  f"({wanted}) to at least two")
-        elif hb.kind == "comhb" and len(having) > 2:
-            report.error(hb.path, f"heartbeat {hb.name} is a serial line between two servers, but "
-                                  f"{', '.join(having)} have device {hb.device}")
 
 
 # -- <networkpartition> --------------------------------------------------------------
@@ -320,10 +275,11 @@ def _read_forced_stop(loader, node):
     report = loader.report
     tree = Subtree(node)
     use = tree.integer("use", 0, frozenset({0, 1}))
-    method = tree.string("method", "bmc")
+    method = tree.string("method", DEFAULT_FORCED_STOP_METHOD)
     if method not in FORCED_STOP_METHODS:
-        report.error(f"{node.path}/method", f"forced stop method {method!r} is not bmc or script")
-        method = "bmc"
+        report.error(f"{node.path}/method", f"forced stop method {method!r} is not "
+                                            f"{' or '.join(FORCED_STOP_METHODS.names())}")
+        method = DEFAULT_FORCED_STOP_METHOD
     action = tree.string("action", "off")
     if action not in BMC_ACTIONS:
         report.error(f"{node.path}/action", f"forced stop action {action!r} is not one of "
@@ -334,7 +290,6 @@ def _read_forced_stop(loader, node):
     identify = tree.integer("identify/use", 0, frozenset({0, 1}))
     duration = tree.integer("identify/duration", 250, (1, 255))
     script = tree.string("script", "") or None
-    script_path = f"{node.path}/script"
     if script is not None:
         script = os.path.join(loader.base_dir, script)
     tree.finish(unsupported_parameter)
@@ -342,23 +297,20 @@ def _read_forced_stop(loader, node):
         enabled=bool(use), method=method, bmc_action=action, script=script,
         timeout=_ms(timeout or 10_000), suppress_failover_on_failure=suppress != 0,
         identify_on_failure=bool(identify), identify_seconds=duration or 250)
-    if config.enabled and method == "script":
-        if script is None:
-            report.error(script_path, "forced stop method script needs <script>: the script's path")
-        else:
-            loader.check_executable(script, script_path, "forced stop script")
+    check = FORCED_STOP_METHODS.get(method).schema.check
+    if config.enabled and check is not None:
+        check(loader, config, node.path)
     return config
 
 
 def check_forced_stop(report, settings, servers):
+    """The forced-stop method's rules on every server, when forced stop is on."""
     fs = settings.forced_stop
-    if not fs.enabled or fs.method != "bmc":
+    if not fs.enabled:
         return
-    for server in servers.values():
-        bmcs = [d for d in server.devices.values() if d.type == "bmc"]
-        if not bmcs:
-            report.error(server.path, f"forced stop through the BMC is on, but server {server.name} has no "
-                                      "bmc device (<device id=\"600\"><type>bmc</type>...)")
+    check = FORCED_STOP_METHODS.get(fs.method).schema.check_servers
+    if check is not None:
+        check(report, servers)
 
 
 def server_bmc(report, server):

@@ -14,7 +14,7 @@ import re
 import shlex
 from types import SimpleNamespace
 
-from cpro.config import fip, monitors, order, partition
+from cpro.config import fip, heartbeats, monitors, order, partition
 from cpro.config.defaults import (
     DAEMON_FAILURE_ACTIONS,
     DEFAULTS,
@@ -91,11 +91,11 @@ class _Loader:
         root.ignore(*_SILENT_SECTIONS)
         root.finish(lambda n: _UNSUPPORTED_SECTIONS.get(n.tag))
 
-        partition.check_heartbeat_devices(self.report, self.heartbeats, self.servers)
+        heartbeats.check_heartbeat_devices(self.report, self.heartbeats, self.servers)
         partition.check_np_devices(self, self.np_pings, self.np_https, self.servers)
         if self.cluster is not None:
             partition.check_forced_stop(self.report, self.cluster.partition, self.servers)
-            partition.check_bmc_heartbeat_timeout(self.report, self.heartbeats, self.cluster.hb_timeout)
+            heartbeats.check_with_cluster(self.report, self.heartbeats, self.cluster)
         self.check_bindings()
         self.check_memberships()
         self.check_dependencies()
@@ -389,15 +389,15 @@ class _Loader:
     # -- <heartbeat> -------------------------------------------------------
 
     def read_heartbeats(self, node):
-        heartbeats = {}
+        found = {}
         if node is None:
-            self.error("/root/heartbeat", "at least one lanhb or lankhb heartbeat is required")
-            return heartbeats
+            self.error("/root/heartbeat", heartbeats.required_message())
+            return found
         node.ignore("types")
         priorities = {}
         for child in node.unconsumed():
             node.ignore(child.tag)
-            if child.tag not in partition.DEVICE_OF_KIND:
+            if not heartbeats.is_supported(child.tag):
                 self.warning(child.path, f"heartbeat kind {child.tag!r} is not supported: "
                                          f"{child.attr('name') or child.tag} is ignored")
                 continue
@@ -405,11 +405,11 @@ class _Loader:
             hb_priority = child.integer("priority", limits=RANGES["heartbeat/priority"],
                                         required=True)
             device = child.integer("device", limits=RANGES["device/id"], required=True)
-            extras = partition.read_heartbeat(self.report, child, child.tag)
+            extras = heartbeats.read_heartbeat(self.report, child, child.tag)
             child.finish(_unsupported_parameter)
             if name is None:
                 continue
-            if name in heartbeats:
+            if name in found:
                 self.error(child.path, f"heartbeat {name} is defined more than once")
                 continue
             if hb_priority is not None:
@@ -417,11 +417,11 @@ class _Loader:
                     self.error(f"{child.path}/priority", f"priority {hb_priority} is also used "
                                                          f"by heartbeat {priorities[hb_priority]}")
                 priorities.setdefault(hb_priority, name)
-            heartbeats[name] = SimpleNamespace(name=name, kind=child.tag, priority=hb_priority,
-                                               device=device, path=child.path, extras=extras)
-        if not any(hb.kind in partition.LAN_KINDS for hb in heartbeats.values()):
-            self.error(node.path, "at least one lanhb or lankhb heartbeat is required")
-        return heartbeats
+            found[name] = SimpleNamespace(name=name, kind=child.tag, priority=hb_priority,
+                                          device=device, path=child.path, extras=extras)
+        if not heartbeats.has_required(found):
+            self.error(node.path, heartbeats.required_message())
+        return found
 
     # -- ports and addresses ----------------------------------------------
 
@@ -442,11 +442,12 @@ class _Loader:
                 bindings.append(("tcp", server.address, ports["internal"], "internal communication"))
                 bindings.append(("udp", server.address, ports["alert"], "alert synchronisation"))
             for hb in sorted(self.heartbeats.values(), key=lambda h: h.name):
-                if hb.kind not in partition.LAN_KINDS:
+                port = heartbeats.udp_port(hb.kind)
+                if port is None:
                     continue
                 device = server.devices.get(hb.device)
                 if device is not None and device.valid_info:
-                    bindings.append(("udp", device.valid_info, ports[hb.kind], f"heartbeat {hb.name}"))
+                    bindings.append(("udp", device.valid_info, ports[port], f"heartbeat {hb.name}"))
             for proto, address, port, purpose in bindings:
                 key = (proto, address, port)
                 if key in taken:
@@ -730,7 +731,7 @@ class _Loader:
             servers.append(ServerConfig(name=s.name, priority=s.priority, devices=devices,
                                         ports=Ports(**self.merged_ports(s)), address=s.address,
                                         bmc=partition.server_bmc(self.report, s)))
-        heartbeats = tuple(
+        heartbeat_configs = tuple(
             HeartbeatConfig(name=h.name, kind=h.kind, priority=h.priority, device=h.device, **h.extras)
             for h in sorted(self.heartbeats.values(), key=lambda h: h.priority))
         network_partition, forced_stop = partition.build(c.partition, self.np_pings, self.np_https)
@@ -752,7 +753,7 @@ class _Loader:
             name=c.name, key=c.key,
             hb_interval=c.hb_interval / 1000.0, hb_timeout=c.hb_timeout / 1000.0,
             startup_sync_wait=float(c.syncwait), config_download_wait=float(c.cfwait),
-            ports=cluster_ports, servers=tuple(servers), heartbeats=heartbeats,
+            ports=cluster_ports, servers=tuple(servers), heartbeats=heartbeat_configs,
             groups=tuple(groups), resources=tuple(resources),
             os_actions=OSActionCommands(shutdown=c.shutdown, reboot=c.reboot),
             monitors=monitors.build(self, self.monitors),

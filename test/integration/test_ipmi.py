@@ -16,6 +16,7 @@ from zope.interface.verify import verifyObject
 
 from cpro.config.model import ForcedStopConfig, HeartbeatConfig
 from cpro.interfaces import IForcedStop, IHeartbeatPath
+from cpro.plugins import HEARTBEAT_KINDS
 from cpro.testing.lab.common import tool
 from cpro.testing.lab.ipmisim import IpmiSimulator
 from cpro.system.runners import thread_runner
@@ -140,7 +141,7 @@ class IpmiTests(TestCase):
                 reactor, config, local, None, lambda *a: None,
                 lambda path, server, inc, age, local=local: alive[local].append((reactor.seconds(), server, age)),
                 self.runner)
-            paths[local] = hbpath.factory("bmchb")(context, BMCHB)
+            paths[local] = HEARTBEAT_KINDS.get("bmchb").factory(context, BMCHB)
             self.assertTrue(verifyObject(IHeartbeatPath, paths[local]))
             paths[local].start_listening()
 

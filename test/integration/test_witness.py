@@ -25,6 +25,7 @@ from twisted.internet import defer, protocol, reactor, task
 from twisted.trial.unittest import TestCase
 
 from cpro import exitcodes
+from cpro.plugins import HEARTBEAT_KINDS
 from cpro.protocols.heartbeat import Incarnation, StateDigest
 from cpro.services.heartbeat import base as hbpath
 from cpro.system.httpclient import HttpClient
@@ -147,7 +148,7 @@ class WitnessTestCase(TestCase):
             reactor=reactor, config=config, local=local,
             incarnation=incarnation or Incarnation(1000 + len(self.paths), local),
             on_beat=lambda *a: None, on_alive=on_alive or (lambda *a: None), runner=None)
-        path = hbpath.factory("witnesshb")(context, heartbeat)
+        path = HEARTBEAT_KINDS.get("witnesshb").factory(context, heartbeat)
         self.assertIsInstance(path, WitnessHeartbeatPath)
         path.start_listening()
         self.paths.append(path)

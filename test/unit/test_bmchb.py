@@ -8,6 +8,7 @@ from zope.interface.verify import verifyObject
 
 from cpro.config.model import BmcConfig, HeartbeatConfig
 from cpro.interfaces import IHeartbeatPath
+from cpro.plugins import HEARTBEAT_KINDS
 from cpro.system.runners import run_inline
 from cpro.services.heartbeat import base as hbpath
 from cpro.system.ipmi import BmcClient
@@ -77,13 +78,13 @@ class BmcHeartbeatTests(SynchronousTestCase):
         self.assertEqual((self.path.name, self.path.kind), ("bmchb1", "bmchb"))
 
     def test_registered_kind(self):
-        self.assertIs(hbpath.factory("bmchb"), bmc_path)
+        self.assertIs(HEARTBEAT_KINDS.get("bmchb").factory, bmc_path)
 
     def test_factory_builds_a_path_on_the_context_runner(self):
         config = config_with_bmcs()
         context = hbpath.HeartbeatContext(self.clock, config, "srv1", None, lambda *a: None,
                                           lambda *a: None, run_inline)
-        path = hbpath.factory("bmchb")(context, BMCHB)
+        path = HEARTBEAT_KINDS.get("bmchb").factory(context, BMCHB)
         self.assertTrue(verifyObject(IHeartbeatPath, path))
         self.assertEqual(path.peers(), {"srv2": "192.0.2.2:623"})
 

@@ -16,8 +16,9 @@ from zope.interface.verify import verifyObject
 
 from cpro.config.model import Device, HeartbeatConfig
 from cpro.interfaces import IHeartbeatPath
+from cpro.plugins import HEARTBEAT_KINDS
 from cpro.protocols.heartbeat import HeartbeatPacket, StateDigest, encode, new_incarnation
-from cpro.services.heartbeat import base as hbpath, comhb
+from cpro.services.heartbeat import comhb
 from cpro.services.heartbeat.comhb import COUNTERS, ComHeartbeatPath
 from cpro.services.heartbeat.base import HeartbeatConfigError, HeartbeatContext
 from cpro.testing.fakes import make_config
@@ -148,7 +149,7 @@ class ContractTests(PathTestCase):
         config = com_config()
         context = HeartbeatContext(reactor=self.clock, config=config, local="srv2", incarnation=BOOT2,
                                    on_beat=lambda *a: None, on_alive=lambda *a: None, runner=None)
-        path = hbpath.factory("comhb")(context, HB)
+        path = HEARTBEAT_KINDS.get("comhb").factory(context, HB)
         self.assertIsInstance(path, ComHeartbeatPath)
         self.assertEqual((path.device, path.peer, path.baud_rate), ("/dev/ttyS1", "srv1", 19200))
 

@@ -16,10 +16,10 @@ from zope.interface.verify import verifyObject
 
 from cpro.config.model import Device, HeartbeatConfig
 from cpro.interfaces import IHeartbeatPath
+from cpro.plugins import HEARTBEAT_KINDS
 from cpro.protocols import diskslot
 from cpro.protocols.heartbeat import HeartbeatPacket, Incarnation, StateDigest, decode, encode
 from cpro.system.runners import run_inline
-from cpro.services.heartbeat import base as hbpath
 from cpro.services.heartbeat.diskhb import DiskHeartbeatPath, SlotDisk
 from cpro.services.heartbeat.base import HeartbeatConfigError, HeartbeatContext
 from cpro.testing.fakes import make_config
@@ -121,7 +121,7 @@ class InterfaceTests(DiskPathTestCase):
         config = disk_config({"srv1": self.device, "srv2": self.device})
         context = HeartbeatContext(self.clock, config, "srv2", INC1, lambda *a: None,
                                    lambda *a: None, run_inline)
-        path = hbpath.factory("diskhb")(context, HB)
+        path = HEARTBEAT_KINDS.get("diskhb").factory(context, HB)
         self.assertIsInstance(path, DiskHeartbeatPath)
         self.assertEqual(path.slot, 1)
 

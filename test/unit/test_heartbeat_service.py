@@ -1,4 +1,4 @@
-"""Tests for cpro.services.heartbeat.service: LAN heartbeat paths and the beat loop.
+"""Tests for cpro.services.heartbeat.service and .lanhb: LAN heartbeat paths and the beat loop.
 
 Most tests run on an in-memory UDP reactor (a task.Clock with listenUDP);
 L{RealUDPTests} exchanges real datagrams over 127.0.0.0/8 and ::1.
@@ -32,12 +32,12 @@ from cpro.protocols.heartbeat import (
     decode,
     encode,
 )
-from cpro.services.heartbeat import service as service_module
+from cpro.services.heartbeat import lanhb as lanhb_module, service as service_module
+from cpro.services.heartbeat.lanhb import LanHeartbeatPath
 from cpro.services.heartbeat.service import (
     HeartbeatBindError,
     HeartbeatConfigError,
     HeartbeatService,
-    LanHeartbeatPath,
 )
 
 KEY = b"cluster key for tests"
@@ -205,6 +205,7 @@ class LanHeartbeatPathTests(ServiceTestMixin, SynchronousTestCase):
         self.reactor = FakeUDPReactor()
         self.log = RecordingLogger()
         self.patch(service_module, "log", self.log)
+        self.patch(lanhb_module, "log", self.log)
         self.service = self.make_service()
         self.service.start_listening()
         self.lanhb, self.lankhb = self.service.paths
@@ -419,6 +420,7 @@ class HeartbeatServiceTests(ServiceTestMixin, SynchronousTestCase):
         self.reactor = FakeUDPReactor()
         self.log = RecordingLogger()
         self.patch(service_module, "log", self.log)
+        self.patch(lanhb_module, "log", self.log)
         self.service = self.make_service()
 
     def sent(self, path="lanhb1"):

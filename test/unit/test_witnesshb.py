@@ -23,6 +23,7 @@ from zope.interface.verify import verifyObject
 from cpro.cluster.partition import Verdict
 from cpro.config.model import Device, HeartbeatConfig, HttpTarget
 from cpro.interfaces import IHeartbeatPath, INPResolver
+from cpro.plugins import HEARTBEAT_KINDS
 from cpro.protocols import witness as wp
 from cpro.protocols.heartbeat import Incarnation, StateDigest
 from cpro.services.heartbeat import base as hbpath, witnesshb
@@ -121,7 +122,7 @@ class PathTests(SynchronousTestCase):
         self.assertEqual(self.path.peers, frozenset({"srv2"}))
 
     def test_registered(self):
-        path = hbpath.factory("witnesshb")(self.h.context, self.h.heartbeat)
+        path = HEARTBEAT_KINDS.get("witnesshb").factory(self.h.context, self.h.heartbeat)
         self.assertIsInstance(path, WitnessHeartbeatPath)
         self.assertEqual(path.url, "http://127.0.0.1:8080")
 

@@ -1,37 +1,40 @@
-"""The registry of heartbeat path kinds, and what every path is built with.
+"""What every heartbeat path is built with, and how the service builds one.
 
-Each kind lives in its own module (LAN in L{cpro.services.heartbeat.service}, COM in
-L{cpro.services.heartbeat.comhb}, ...), which registers a factory with
-L{heartbeat_kind}. The heartbeat service builds one path per configured
-heartbeat resource with C{factory(context, heartbeat_config)}; the factory
+Each heartbeat kind lives in its own module (LAN in
+L{cpro.services.heartbeat.lanhb}, COM in L{cpro.services.heartbeat.comhb},
+...), which registers its path factory with L{cpro.plugins.HEARTBEAT_KINDS}
+together with its L{cpro.config.heartbeats.HeartbeatKindSchema}. The
+heartbeat service builds one path per configured heartbeat resource with
+L{build_path}, that is C{factory(context, heartbeat_config)}; the factory
 returns an L{cpro.interfaces.IHeartbeatPath}.
 """
 
-import importlib
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from twisted.logger import Logger
 
+from cpro.plugins import HEARTBEAT_KINDS, UnknownType
 from cpro.protocols.heartbeat import REPLAY, RESTARTED, STALE
 
 log = Logger()
 
-# kind -> module that registers it (imported on first use).
-KIND_MODULES = {
-    "lanhb": "cpro.services.heartbeat.service",
-    "lankhb": "cpro.services.heartbeat.service",
-    "comhb": "cpro.services.heartbeat.comhb",
-    "diskhb": "cpro.services.heartbeat.diskhb",
-    "bmchb": "cpro.services.heartbeat.bmchb",
-    "witnesshb": "cpro.services.heartbeat.witnesshb",
-}
-
-_FACTORIES = {}
-
 
 class HeartbeatConfigError(ValueError):
     """The configuration cannot give this server a heartbeat path."""
+
+
+class HeartbeatBindError(Exception):
+    """A heartbeat socket could not be bound (address in use, not local, no permission)."""
+
+    def __init__(self, path, address, port, reason, errno=None):
+        self.path = path
+        self.address = address
+        self.port = port
+        self.errno = errno
+        super().__init__(
+            f"heartbeat path {path}: cannot bind UDP {format_endpoint(address, port)}: {reason}"
+        )
 
 
 @dataclass
@@ -74,25 +77,17 @@ class HeartbeatContext:
         return self.config.server(self.local)
 
 
-def heartbeat_kind(*kinds):
-    """Class or function decorator: register a path factory for C{kinds}."""
+def build_path(context, heartbeat):
+    """The path of one heartbeat resource, built by its kind's registered factory.
 
-    def register(factory):
-        for kind in kinds:
-            _FACTORIES[kind] = factory
-        return factory
-
-    return register
-
-
-def factory(kind):
-    """The factory of heartbeat kind C{kind}; raises HeartbeatConfigError if unknown."""
-    if kind not in _FACTORIES and kind in KIND_MODULES:
-        importlib.import_module(KIND_MODULES[kind])
+    @raise HeartbeatConfigError: the kind is not registered, or the
+        configuration cannot give this server that path.
+    """
     try:
-        return _FACTORIES[kind]
-    except KeyError:
-        raise HeartbeatConfigError(f"heartbeat kind {kind!r} is not supported") from None
+        plugin = HEARTBEAT_KINDS.get(heartbeat.kind)
+    except UnknownType:
+        raise HeartbeatConfigError(f"heartbeat kind {heartbeat.kind!r} is not supported") from None
+    return plugin.factory(context, heartbeat)
 
 
 def deliver(path_name, guard, packet, counters, drop, on_beat, logger=log):
@@ -112,3 +107,8 @@ def deliver(path_name, guard, packet, counters, drop, on_beat, logger=log):
         on_beat(path_name, packet)
     except Exception:
         logger.failure("heartbeat path {path}: on_beat failed", path=path_name)
+
+
+def format_endpoint(address, port):
+    """address:port, with IPv6 addresses in brackets."""
+    return f"[{address}]:{port}" if ":" in str(address) else f"{address}:{port}"

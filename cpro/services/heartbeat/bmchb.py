@@ -40,10 +40,12 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from cpro.config.heartbeats import HeartbeatKindSchema
 from cpro.interfaces import IHeartbeatPath
+from cpro.plugins import HEARTBEAT_KINDS
 from cpro.system.ipmi import MAX_COUNTDOWN, WATCHDOG_USE_OEM, BmcClient
 from cpro.protocols.ratelog import worth_logging
-from cpro.services.heartbeat.base import HeartbeatConfigError, heartbeat_kind
+from cpro.services.heartbeat.base import HeartbeatConfigError
 
 log = Logger()
 
@@ -52,6 +54,8 @@ KIND = "bmchb"
 SPAN = 64
 # The countdown is at least twice the heartbeat timeout and 10 s more than it.
 MIN_MARGIN = 10.0
+# IPMI requests through pyghmi stall for up to a second, longer on a busy server.
+MIN_HEARTBEAT_TIMEOUT_MS = 5000
 
 COUNTERS = (
     "sent",  # beats written to the local BMC
@@ -295,6 +299,19 @@ class BmcHeartbeatPath:
         peer.problem = problem
 
 
-@heartbeat_kind(KIND)
+def _check_timeout(report, hb, cluster):
+    timeout_ms = cluster.hb_timeout
+    if timeout_ms is None or timeout_ms >= MIN_HEARTBEAT_TIMEOUT_MS:
+        return
+    report.warning(hb.path, f"heartbeat {hb.name} goes through BMCs, whose IPMI requests can "
+                            f"stall for seconds, but the heartbeat timeout is {timeout_ms} ms: "
+                            f"use at least {MIN_HEARTBEAT_TIMEOUT_MS} ms "
+                            f"(cluster/heartbeat/timeout) or it may declare live servers down")
+
+
+SCHEMA = HeartbeatKindSchema(device_type="bmc", check_cluster=_check_timeout)
+
+
+@HEARTBEAT_KINDS.register(KIND, schema=SCHEMA)
 def bmc_path(context, heartbeat):
     return BmcHeartbeatPath(context, heartbeat)

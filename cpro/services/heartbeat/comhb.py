@@ -32,15 +32,20 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from cpro.config.heartbeats import HeartbeatKindSchema
 from cpro.interfaces import IHeartbeatPath
+from cpro.plugins import HEARTBEAT_KINDS
 from cpro.protocols import serialframe
 from cpro.protocols.heartbeat import MAX_PACKET, HeartbeatPacket, ReplayGuard
 from cpro.protocols.ratelog import worth_logging
-from cpro.services.heartbeat.base import HeartbeatConfigError, deliver, heartbeat_kind
+from cpro.services.heartbeat.base import HeartbeatConfigError, deliver
 
 log = Logger()
 
 KIND = "comhb"
+# The rates clp.conf may give as <baudrate>; both ends of a line use the same.
+BAUD_RATES = frozenset({1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200})
+DEFAULT_BAUD_RATE = 19200
 
 COUNTERS = (
     "received",  # frames found in the stream (whole or not)
@@ -424,7 +429,21 @@ class ComHeartbeatPath:
                      reason=reason, count=count)
 
 
-@heartbeat_kind(KIND)
+def _read_config(report, node):
+    baud = node.integer("baudrate", DEFAULT_BAUD_RATE, BAUD_RATES)
+    return {"baud_rate": baud or DEFAULT_BAUD_RATE}
+
+
+def _check_links(report, hb, servers):
+    if len(servers) > 2:
+        report.error(hb.path, f"heartbeat {hb.name} is a serial line between two servers, but "
+                              f"{', '.join(servers)} have device {hb.device}")
+
+
+SCHEMA = HeartbeatKindSchema(device_type="com", read=_read_config, check_links=_check_links)
+
+
+@HEARTBEAT_KINDS.register(KIND, schema=SCHEMA)
 def com_path(context, heartbeat):
     return ComHeartbeatPath(context.reactor, context.config, context.local, heartbeat,
                             context.incarnation, context.on_beat)

@@ -24,7 +24,9 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from cpro.config.heartbeats import HeartbeatKindSchema
 from cpro.interfaces import IHeartbeatPath
+from cpro.plugins import HEARTBEAT_KINDS
 from cpro.protocols import diskslot
 from cpro.protocols.heartbeat import (
     ForeignCluster,
@@ -36,7 +38,7 @@ from cpro.protocols.heartbeat import (
     encode,
 )
 from cpro.protocols.ratelog import worth_logging
-from cpro.services.heartbeat.base import HeartbeatConfigError, deliver, heartbeat_kind
+from cpro.services.heartbeat.base import HeartbeatConfigError, deliver
 
 log = Logger()
 
@@ -483,7 +485,7 @@ class DiskHeartbeatPath:
                 "problems": {k: v for k, v in self._problems.items() if v}}
 
 
-@heartbeat_kind("diskhb")
+@HEARTBEAT_KINDS.register("diskhb", schema=HeartbeatKindSchema(device_type="disk"))
 def disk_path(context, heartbeat):
     return DiskHeartbeatPath(context.reactor, context.config, context.local, heartbeat,
                              context.incarnation, context.on_beat, context.runner)

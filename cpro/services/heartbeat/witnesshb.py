@@ -26,9 +26,13 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from cpro.cluster.partition import Verdict
+from cpro.config.heartbeats import HeartbeatKindSchema
+from cpro.config.partition import read_http_target
 from cpro.interfaces import IHeartbeatPath, INPResolver
+from cpro.plugins import HEARTBEAT_KINDS, NP_RESOLVERS
 from cpro.protocols import witness as wp
-from cpro.services.heartbeat.base import HeartbeatConfigError, heartbeat_kind
+from cpro.services.heartbeat.base import HeartbeatConfigError
+from cpro.services.partition.base import ResolverSchema
 from cpro.system.httpclient import HttpClient, HttpRequestError
 
 log = Logger()
@@ -296,7 +300,15 @@ def _uses(server, device_id):
     return device is not None and device.info.strip() == "1"
 
 
-@heartbeat_kind("witnesshb")
+def _read_config(report, node):
+    return {"witness": read_http_target(report, node, "witness server")}
+
+
+# Only the servers whose witness device says 1 are on the path.
+SCHEMA = HeartbeatKindSchema(device_type="witness", opt_in=True, read=_read_config)
+
+
+@HEARTBEAT_KINDS.register("witnesshb", schema=SCHEMA)
 def witness_path(context, heartbeat):
     return WitnessHeartbeatPath(context, heartbeat)
 
@@ -343,3 +355,13 @@ class WitnessResolver:
 
         d.addCallbacks(judge, failed)
         return d
+
+
+@NP_RESOLVERS.register(WitnessResolver.kind, schema=ResolverSchema(order=30))
+def witness_resolvers(context):
+    """The witness of each witness heartbeat this server uses, when <cluster><networkpartition>
+    <witness><use> is on."""
+    if not context.config.network_partition.use_witness:
+        return []
+    return [WitnessResolver(path, context.config.hb_timeout) for path in context.heartbeat_paths
+            if path.kind == WitnessHeartbeatPath.kind and path.used]

@@ -1,33 +1,25 @@
 """Building network-partition resolution for one server from the configuration:
-its resolvers (pingnp, httpnp, the witness view) and its forced stop.
+its resolvers and its forced stop.
 
-The decisions are in L{cpro.cluster.partition}; the checks in
-L{cpro.services.partition.pingnp}, L{cpro.services.partition.httpnp} and
-L{cpro.services.heartbeat.witnesshb}; the fencing in L{cpro.services.partition.forcestop}.
+The resolver types (pingnp, httpnp, the witness view) are those registered
+with L{cpro.plugins.NP_RESOLVERS} (see L{cpro.services.partition.base}); the
+forced-stop methods those registered with L{cpro.plugins.FORCED_STOP_METHODS}
+(L{cpro.services.partition.forcestop}). The decisions are in
+L{cpro.cluster.partition}.
 """
 
 from cpro.cluster.partition import PartitionResolution
+from cpro.plugins import NP_RESOLVERS
+from cpro.services.partition.base import ResolverContext
 
 
 def build_resolvers(reactor, config, local, heartbeat_paths=()):
-    """The INPResolvers this server runs, in priority order (ping, http, witness)."""
-    np = config.network_partition
+    """The INPResolvers this server runs, type by type in the types' order
+    (ping, http, witness), each type's in the configuration's priority order."""
+    context = ResolverContext(reactor, config, local, tuple(heartbeat_paths))
     resolvers = []
-    pings = [p for p in np.ping if local in p.servers]
-    if pings:
-        from cpro.services.partition.pingnp import PingResolver
-
-        resolvers.extend(PingResolver(reactor, p) for p in pings)
-    https = [h for h in np.http if local in h.servers]
-    if https:
-        from cpro.services.partition.httpnp import HttpResolver
-
-        resolvers.extend(HttpResolver(reactor, h) for h in https)
-    witnesses = [p for p in heartbeat_paths if p.kind == "witnesshb" and p.used] if np.use_witness else []
-    if witnesses:
-        from cpro.services.heartbeat.witnesshb import WitnessResolver
-
-        resolvers.extend(WitnessResolver(p, config.hb_timeout) for p in witnesses)
+    for plugin in sorted(NP_RESOLVERS.plugins(), key=lambda p: p.schema.order):
+        resolvers.extend(plugin.factory(context))
     return resolvers
 
 

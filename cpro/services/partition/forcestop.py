@@ -11,16 +11,24 @@ Two implementations of L{cpro.interfaces.IForcedStop}:
   CLP_SERVER_DOWN=<server to stop>, CLP_SERVER_LOCAL=<this server>,
   CLP_FORCESTOP_MODE=1; exit code 0 means the server is stopped.
 
-L{make_forced_stop} builds the configured one (None when forced stop is off).
+Each method registers its factory, C{factory(context)} with a
+L{ForcedStopContext}, and its L{cpro.config.partition.ForcedStopSchema} with
+L{cpro.plugins.FORCED_STOP_METHODS}; L{make_forced_stop} builds the
+configured one through the registry (None when forced stop is off).
 Every failure is a L{ForcedStopError} naming the server and why; the
 controller decides what a failure means (suppress the failover or not).
 """
+
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
 
 from twisted.internet import defer, task
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from cpro.config.partition import ForcedStopSchema
 from cpro.interfaces import IForcedStop
+from cpro.plugins import FORCED_STOP_METHODS, UnknownType
 from cpro.system.process import CommandError, run_command
 from cpro.system.ipmi import POWER_ACTIONS, BmcClient, BmcError
 
@@ -28,7 +36,6 @@ log = Logger()
 
 # Seconds between power-state reads while waiting for a chassis to go off.
 CONFIRM_POLL = 0.25
-METHODS = ("bmc", "script")
 
 
 class ForcedStopError(Exception):
@@ -187,8 +194,63 @@ class ScriptForcedStop:
         return defer.succeed(None)
 
 
+@dataclass(frozen=True)
+class ForcedStopContext:
+    """What a forced-stop method is built with (its registered factory's argument).
+
+    @ivar reactor: IReactorTime (+ IReactorProcess for a script).
+    @ivar config: the L{cpro.config.model.ClusterConfig} (C{config.forced_stop}
+        is enabled and names this method).
+    @ivar local: name of the local server.
+    @ivar runner: C{runner(fn, *args)} -> Deferred, for blocking calls (pyghmi).
+    @ivar log_path: where an external command's output goes (None: discarded).
+    """
+
+    reactor: Any
+    config: Any
+    local: str
+    runner: Callable
+    log_path: Optional[str] = None
+
+
+def _check_bmc_servers(report, servers):
+    for server in servers.values():
+        bmcs = [d for d in server.devices.values() if d.type == "bmc"]
+        if not bmcs:
+            report.error(server.path, f"forced stop through the BMC is on, but server {server.name} has no "
+                                      "bmc device (<device id=\"600\"><type>bmc</type>...)")
+
+
+@FORCED_STOP_METHODS.register("bmc", schema=ForcedStopSchema(check_servers=_check_bmc_servers))
+def bmc_forced_stop(context):
+    config = context.config
+    stopper = BmcForcedStop(context.runner, config.forced_stop, config.servers, clock=context.reactor)
+    without = [s.name for s in config.servers if s.bmc is None]
+    if without:
+        log.warn("forced stop by BMC: no BMC configured for {servers}; they cannot be stopped",
+                 servers=", ".join(without))
+    return stopper
+
+
+def _check_script(loader, forced_stop, node_path):
+    script_path = f"{node_path}/script"
+    if forced_stop.script is None:
+        loader.report.error(script_path, "forced stop method script needs <script>: the script's path")
+    else:
+        loader.check_executable(forced_stop.script, script_path, "forced stop script")
+
+
+@FORCED_STOP_METHODS.register("script", schema=ForcedStopSchema(check=_check_script))
+def script_forced_stop(context):
+    return ScriptForcedStop(context.reactor, context.config.forced_stop, context.local,
+                            log_path=context.log_path)
+
+
 def make_forced_stop(reactor, config, local, runner, log_path=None):
     """The forced stop the configuration asks for, or None when it is not enabled.
+
+    Built by the factory registered for the method with
+    L{cpro.plugins.FORCED_STOP_METHODS}.
 
     @param config: the L{cpro.config.model.ClusterConfig}.
     @param runner: runs pyghmi off the reactor thread (method bmc).
@@ -198,16 +260,12 @@ def make_forced_stop(reactor, config, local, runner, log_path=None):
     forced_stop = config.forced_stop
     if forced_stop is None or not forced_stop.enabled:
         return None
-    if forced_stop.method == "bmc":
-        stopper = BmcForcedStop(runner, forced_stop, config.servers, clock=reactor)
-        without = [s.name for s in config.servers if s.bmc is None]
-        if without:
-            log.warn("forced stop by BMC: no BMC configured for {servers}; they cannot be stopped",
-                     servers=", ".join(without))
-        return stopper
-    if forced_stop.method == "script":
-        return ScriptForcedStop(reactor, forced_stop, local, log_path=log_path)
-    raise ForcedStopConfigError(f"forced stop method {forced_stop.method!r} is not one of {', '.join(METHODS)}")
+    try:
+        plugin = FORCED_STOP_METHODS.get(forced_stop.method)
+    except UnknownType:
+        raise ForcedStopConfigError(f"forced stop method {forced_stop.method!r} is not one of "
+                                    f"{', '.join(FORCED_STOP_METHODS.names())}") from None
+    return plugin.factory(ForcedStopContext(reactor, config, local, runner, log_path))
 
 
 def _raise(exception):

@@ -11,6 +11,8 @@ from zope.interface import implementer
 
 from cpro.cluster.partition import Verdict
 from cpro.interfaces import INPResolver
+from cpro.plugins import NP_RESOLVERS
+from cpro.services.partition.base import ResolverSchema
 from cpro.system.httpclient import HttpClient
 
 
@@ -50,3 +52,10 @@ class HttpResolver:
 
         d.addCallbacks(answered, failed)
         return d
+
+
+@NP_RESOLVERS.register(HttpResolver.kind, schema=ResolverSchema(order=20))
+def http_resolvers(context):
+    """A resolver for each httpnp resource this server uses."""
+    return [HttpResolver(context.reactor, config) for config in context.config.network_partition.http
+            if context.local in config.servers]

@@ -16,7 +16,9 @@ from zope.interface import implementer
 
 from cpro.cluster.partition import Verdict
 from cpro.interfaces import INPResolver
+from cpro.plugins import NP_RESOLVERS
 from cpro.resources.monitors.ipw import shared_pinger
+from cpro.services.partition.base import ResolverSchema
 
 
 @implementer(INPResolver)
@@ -69,6 +71,13 @@ class PingResolver:
         if silent:
             return Verdict(False, "; ".join(silent))
         return Verdict(True, "; ".join(why for _, why in results))
+
+
+@NP_RESOLVERS.register(PingResolver.kind, schema=ResolverSchema(order=10))
+def ping_resolvers(context):
+    """A resolver for each pingnp resource this server uses."""
+    return [PingResolver(context.reactor, target) for target in context.config.network_partition.ping
+            if context.local in target.servers]
 
 
 def _first_success(pings):
