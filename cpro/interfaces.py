@@ -13,6 +13,28 @@ class IGroupResource(Interface):
     activate and deactivate are idempotent; they never enforce their own
     overall timeout beyond what their configuration says and never know
     about the network.
+
+    A type lives in one module of L{cpro.resources} and registers its factory
+    (usually the class) and its configuration schema (a
+    L{cpro.config.schema.ResourceSchema}) with
+    C{@cpro.plugins.RESOURCE_TYPES.register("TYPE", schema=...)}. The node
+    builds every group resource with one signature::
+
+        factory(reactor, config, log_dir, *, ledger)
+
+    - reactor: the injected reactor (time, processes, threads);
+    - config: its L{cpro.config.model.ResourceConfig} (C{config.params} is
+      what the schema's build returned);
+    - log_dir: the daemon's log directory (script output, ...);
+    - ledger: the leftovers ledger (L{cpro.resources.ledger.Ledger}): what
+      the resource holds while active (process groups, addresses) is
+      recorded there, so that the next daemon removes it if this one
+      crashes. Defaults to a ledger that records nothing.
+
+    Further keyword arguments, with production defaults, are the type's own
+    seams for tests (a fake netlink, runner, ...). The contract-test mixin
+    L{cpro.testing.contracts.GroupResourceContractMixin} runs against every
+    implementation and fake.
     """
 
     name = Attribute("resource name as in clp.conf")

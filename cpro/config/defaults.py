@@ -103,7 +103,8 @@ DEFAULTS = {
     "arpw/parameters/count": 1,
 }
 
-# Monitor types cpro runs, with their timing defaults:
+# Timing defaults of the monitor types cpro runs (each type registers itself
+# with cpro.plugins.MONITOR_TYPES; a test checks the two lists agree):
 # (interval s, timeout s, reconfirmation, notreconfirmation/use, notrecovery/use, timing).
 # pidw, psw and fipw neither retry nor recover after a timeout (a stalled
 # check says nothing about the process or address); the others do.
@@ -128,9 +129,6 @@ for _type, _values in MONITOR_TIMINGS.items():
         if _key != "polling/timing" or _value != DEFAULTS["monitor/polling/timing"]:
             DEFAULTS[f"{_type}/{_key}"] = _value
 del _type, _values, _key, _value
-
-SUPPORTED_MONITOR_TYPES = tuple(MONITOR_TIMINGS)
-
 
 def monitor_default(monitor_type, key):
     """The default of monitor key (e.g. 'polling/interval') for one monitor type."""
@@ -204,8 +202,6 @@ IP_RESOURCE_TYPES = frozenset(
      "azuredns", "gcvip", "gclb", "gcdns", "oclb", "ocvip"}
 )
 DISK_RESOURCE_TYPES = frozenset({"disk", "md", "hd", "volmgr", "nas"})
-
-SUPPORTED_RESOURCE_TYPES = ("exec", "fip")
 
 # Monitor final actions (emergency/action) cpro carries out; the original's
 # 8-15 (sysrq panic, keepalive and BMC actions, I/O fencing) need hardware

@@ -18,18 +18,22 @@ servers, groups and resources are known, and L{build} turns them into
 L{MonitorConfig} values in file order. The loader (L{cpro.config.validate})
 is passed in as C{loader}: its report, base_dir, servers, groups,
 resources and cluster settings.
+
+What is particular to a type (its parameters, its target's type, its own
+rules) is its schema, a L{cpro.config.schema.MonitorSchema} that the type's
+module registers with L{cpro.plugins.MONITOR_TYPES}; this module names no
+type.
 """
 
 import os
 import re
-from dataclasses import dataclass
 from types import SimpleNamespace
 
+from cpro import plugins
 from cpro.config.defaults import (
     DEFAULTS,
     MONITOR_FINAL_ACTIONS,
     RANGES,
-    SUPPORTED_MONITOR_TYPES,
     UNSUPPORTED_FINAL_ACTIONS,
     monitor_default,
 )
@@ -39,60 +43,12 @@ from cpro.config.xmltree import Subtree, check_integer, unsupported_parameter
 RELATION_KINDS = ("rsc", "grp", "cls")
 LOCAL_SERVER = "LocalServer"
 _NIC = re.compile(r"[^/\s:]{1,15}\Z")
-_COUNT = (0, 2**31 - 1)
 _PERCENT = (0, 100)
 
-# Monitors whose target is a resource of one type and that watch it only
-# while it is active (polling/timing 1 is implied and required).
-_TARGET_TYPES = {"pidw": "exec", "fipw": "fip", "arpw": "fip"}
 
-
-@dataclass(frozen=True)
-class Param:
-    """One type-specific parameter: <parameters><KEY> and the params dict key KEY."""
-
-    key: str
-    kind: str  # int, flag, seconds, text, choice, nic, abspath, ip_list, name_list, disk_list
-    limits: object = None  # (low, high) for numbers, a tuple of words for choice
-    required: bool = False
-
-
-PARAMETERS = {
-    "pidw": (),
-    "psw": (Param("processname", "text", required=True),
-            Param("processnum", "int", (1, 999))),
-    "genw": (Param("path", "text", required=True),
-             Param("sync", "flag"),
-             Param("normalval", "int", (0, 255)),
-             Param("waitmonstart", "seconds", (0, 9999)),
-             Param("userlog", "text")),
-    "ipw": (Param("addresses", "ip_list", required=True),),
-    "miiw": (Param("object", "nic", required=True),),
-    "diskw": (Param("object", "abspath", required=True),
-              Param("size", "int", (1, 99_999_999)),
-              Param("method", "choice", ("read", "odirect"))),
-    "userw": (Param("usehb", "flag"),
-              Param("method", "choice", ("keepalive", "softdog", "ipmi", "none")),
-              Param("action", "choice", ("RESET", "PANIC"))),
-    "sraw": (Param("cpu", "int", _PERCENT), Param("memory", "int", _PERCENT),
-             Param("swap", "int", _PERCENT), Param("openfiles", "int", _COUNT),
-             Param("processes", "int", _COUNT), Param("threads", "int", _COUNT),
-             Param("duration", "seconds", (1, 604_800)),
-             Param("disks", "disk_list")),
-    "psrw": (Param("processname", "text", required=True),
-             Param("cpu", "int", _PERCENT), Param("memory", "int", _PERCENT),
-             Param("openfiles", "int", _COUNT), Param("threads", "int", _COUNT),
-             Param("duration", "seconds", (1, 604_800))),
-    "mtw": (Param("members", "name_list", required=True),
-            Param("errorthreshold", "int", (1, 999)),
-            Param("warnthreshold", "int", (0, 999))),
-    "fipw": (Param("monmii", "flag"),),
-    "arpw": (Param("count", "int", (1, 99)),),
-}
-assert set(PARAMETERS) == set(SUPPORTED_MONITOR_TYPES)
-
-# Where list-valued parameters live in the XML (the original's list@i form).
-_LIST_XML = {"addresses": ("list", "ip"), "members": ("list", "name")}
+def _schema(mtype):
+    """The L{MonitorSchema} of a registered monitor type."""
+    return plugins.MONITOR_TYPES.get(mtype).schema
 
 
 def _default(mtype, key):
@@ -123,7 +79,7 @@ def read_section(loader, node):
             loader.error(child.path, f"monitor name {name} is already used by {seen[name]}@{name}")
             continue
         seen[name] = child.tag
-        if child.tag not in SUPPORTED_MONITOR_TYPES:
+        if child.tag not in plugins.MONITOR_TYPES:
             loader.warning(child.path, f"monitor type {child.tag!r} is not supported yet: "
                                        f"{name} is ignored")
             loader.ignored_monitors[name] = child.tag
@@ -134,6 +90,7 @@ def read_section(loader, node):
 
 def _read_monitor(loader, node, name):
     mtype = node.tag
+    schema = _schema(mtype)
     m = SimpleNamespace(name=name, type=mtype, path=node.path, ignored=False)
     tree = Subtree(node)
     m.interval = _common_integer(tree, mtype, "polling/interval")
@@ -153,7 +110,7 @@ def _read_monitor(loader, node, name):
     m.target_path = f"{m.path}/target"
     _read_recovery(loader, tree, m)
     # <parameters> is read (and finished) by _read_parameters, not through tree.
-    m.params, m.param_paths = _read_parameters(loader, mtype, node.child("parameters"),
+    m.params, m.param_paths = _read_parameters(loader, schema, node.child("parameters"),
                                                f"{m.path}/parameters")
     m.server_params, m.server_paths = {}, {}
     for override in node.children("server"):
@@ -164,17 +121,17 @@ def _read_monitor(loader, node, name):
         if server in m.server_params:
             loader.error(override.path, f"parameters for server {server} are given twice")
             continue
-        if mtype == "mtw":
-            loader.warning(override.path, "mtw has no per-server parameters: ignored")
+        if not schema.per_server:
+            loader.warning(override.path, f"{mtype} has no per-server parameters: ignored")
             override.ignore(*(c.tag for c in override.element))
             continue
-        given, paths = _read_parameters(loader, mtype, override.child("parameters"),
+        given, paths = _read_parameters(loader, schema, override.child("parameters"),
                                         f"{override.path}/parameters")
         m.server_params[server] = given
         m.server_paths[server] = (override.path, paths)
         override.finish()
     tree.finish(unsupported_parameter)
-    _check_parameters(loader, m)
+    _check_parameters(loader, schema, m)
     return m
 
 
@@ -201,9 +158,8 @@ def _read_recovery(loader, tree, m):
     kind = tree.string("relation/type")
     target = tree.string("relation/name")
     m.relation_path = f"{m.path}/relation"
-    if not kind and not target and m.type == "userw":
-        # userw acts on the server itself; the original writes cls/LocalServer.
-        kind = "cls"
+    if not kind and not target:
+        kind = _schema(m.type).default_relation
     if not kind:
         loader.error(f"{m.relation_path}/type", "relation/type is required: rsc (a group "
                                                 "resource), grp (a group) or cls (the server)")
@@ -263,12 +219,12 @@ def _read_recovery(loader, tree, m):
     m.script = None
     if any(flags.values()):
         text = path_text or DEFAULTS["monitor/emergency/preaction/path"]
-        m.script = _monitor_script(loader, m.name, text)
+        m.script = monitor_script(loader, m.name, text)
         loader.check_executable(m.script, f"{m.path}/emergency/preaction/path",
                                 "recovery script")
 
 
-def _monitor_script(loader, name, text):
+def monitor_script(loader, name, text):
     """A monitor's script path: relative ones live in scripts/monitor.s/<monitor>/."""
     if os.path.isabs(text):
         return os.path.normpath(text)
@@ -279,15 +235,15 @@ def xml_name(param):
     """The element under <parameters> that holds param."""
     if param.kind == "disk_list":
         return "disks"
-    return _LIST_XML.get(param.key, (param.key,))[0]
+    return param.xml[0] if param.xml else param.key
 
 
-def _read_parameters(loader, mtype, node, path):
+def _read_parameters(loader, schema, node, path):
     """({key: value given}, {key: element path}) of one <parameters> section (None: none)."""
     values, paths = {}, {}
     if node is None:
         return values, paths
-    for param in PARAMETERS[mtype]:
+    for param in schema.params:
         value = _read_value(loader, node, param, path)
         if value is not None:
             values[param.key] = value
@@ -300,7 +256,7 @@ def _read_value(loader, node, param, path):
     """The typed value of param under node, None when absent or invalid (after an error)."""
     report = loader.report
     if param.kind in ("ip_list", "name_list"):
-        tag, leaf = _LIST_XML[param.key]
+        tag, leaf = param.xml
         entries = node.children(tag)
         if not entries:
             return None
@@ -358,10 +314,10 @@ def _read_value(loader, node, param, path):
     return text
 
 
-def _check_parameters(loader, m):
+def _check_parameters(loader, schema, m):
     """Defaults and the type-specific rules of one monitor (required ones: in check())."""
     m.missing = []
-    for param in PARAMETERS[m.type]:
+    for param in schema.params:
         if param.key in m.params:
             continue
         default = _default(m.type, param.key)
@@ -372,27 +328,11 @@ def _check_parameters(loader, m):
         if param.required:
             m.missing.append(param)
         m.params[param.key] = () if param.kind.endswith("_list") else None
-    for values, paths in _all_parameters(m):
-        if m.type == "genw":
-            if values.get("path"):
-                values["path"] = _monitor_script(loader, m.name, values["path"])
-                loader.check_executable(values["path"], paths["path"], "monitor script")
-            if values.get("userlog"):
-                values["userlog"] = os.path.join(loader.base_dir, values["userlog"])
-        if m.type == "diskw" and "size" in values:
-            method = values.get("method", m.params.get("method"))
-            if method == "odirect" and values["size"] % 512:
-                loader.error(paths["size"], f"size {values['size']} must be a multiple of 512 "
-                                            "with method odirect")
-    if m.type == "userw" and m.params.get("usehb"):
-        for key, given in m.polling_given.items():
-            if given:
-                loader.warning(f"{m.path}/polling/{key}", "ignored while parameters/usehb is 1: "
-                                                          "userw uses the heartbeat "
-                                                          f"{key}")
+    if schema.check_parameters is not None:
+        schema.check_parameters(loader, m)
 
 
-def _all_parameters(m):
+def all_parameters(m):
     """(values, paths) of the main parameters and of every per-server override."""
     yield m.params, m.param_paths
     for server, (_, paths) in m.server_paths.items():
@@ -403,16 +343,19 @@ def _all_parameters(m):
 
 
 def check(loader, monitors):
-    """Resolve servers, targets, relations and mtw members; ignore what depends on ignored things."""
+    """Resolve servers, targets, relations, then the types' cross-checks between
+    monitors (mtw members); ignore what depends on ignored things."""
+    by_type = {}
     for m in monitors.values():
         _check_servers(loader, m)
         _check_target(loader, m)
         _check_relation(loader, m)
         _check_required(loader, m)
-    for m in monitors.values():
-        if m.type == "mtw" and not m.ignored:
-            _check_members(loader, m, monitors)
-    _check_member_cycles(loader, monitors)
+        by_type.setdefault(m.type, []).append(m)
+    for mtype in sorted(by_type):
+        hook = _schema(mtype).check_monitors
+        if hook is not None:
+            hook(loader, by_type[mtype], monitors)
 
 
 def _check_servers(loader, m):
@@ -441,7 +384,8 @@ def _resource_state(loader, name):
 
 
 def _check_target(loader, m):
-    needed = _TARGET_TYPES.get(m.type)
+    schema = _schema(m.type)
+    needed = schema.target_type
     if m.target is None:
         if needed:
             loader.error(m.target_path, f"{m.type} needs a target: the {needed} resource "
@@ -465,9 +409,8 @@ def _check_target(loader, m):
     if resource.type != needed:
         loader.error(m.target_path, f"{m.type} watches {needed} resources, and {m.target} "
                                     f"is of type {resource.type}")
-    elif m.type == "pidw" and resource.start_sync != 0:
-        loader.error(m.target_path, f"pidw needs an asynchronous exec (parameters/act/sync 0): "
-                                    f"{m.target} is synchronous")
+    elif schema.check_target is not None:
+        schema.check_target(loader, m, resource)
     if m.timing == 0:
         loader.error(m.timing_path, f"{m.type} watches its target only while it is active: "
                                     "polling/timing must be 1")
@@ -511,70 +454,6 @@ def _check_required(loader, m):
         loader.error(f"{m.path}/parameters/{xml}", message)
 
 
-def _check_members(loader, m, monitors):
-    """mtw: members are other monitors; thresholds fit the member count."""
-    kept = []
-    for name, path in m.params.get("members", ()):
-        if name == m.name:
-            loader.error(path, f"mtw {m.name} cannot watch itself")
-        elif name in loader.ignored_monitors or (name in monitors and monitors[name].ignored):
-            loader.warning(path, f"member {name} is ignored and is left out")
-        elif name not in monitors:
-            loader.error(path, f"unknown monitor {name}")
-        elif name in kept:
-            loader.error(path, f"member {name} is listed twice")
-        else:
-            kept.append(name)
-    m.members = tuple(kept)
-    if not kept and not m.params.get("members"):
-        return  # missing members: reported as required
-    if not kept:
-        loader.warning(m.path, f"mtw {m.name} has no member left: it is ignored")
-        m.ignored = True
-        return
-    error_path = m.param_paths.get("errorthreshold")
-    if error_path is None:
-        m.params["errorthreshold"] = len(kept)
-    elif m.params["errorthreshold"] > len(kept):
-        loader.error(error_path, f"errorthreshold {m.params['errorthreshold']} is more than "
-                                 f"the {len(kept)} members")
-    warn_path = m.param_paths.get("warnthreshold")
-    if warn_path is not None and m.params["warnthreshold"] > len(kept):
-        loader.error(warn_path, f"warnthreshold {m.params['warnthreshold']} is more than "
-                                f"the {len(kept)} members")
-
-
-def _check_member_cycles(loader, monitors):
-    """An mtw may watch another mtw, but never (through others) itself."""
-    graph = {m.name: m.members for m in monitors.values()
-             if m.type == "mtw" and not m.ignored and hasattr(m, "members")}
-    reported = set()
-    for start in graph:
-        loop = _loop(graph, start)
-        if loop and frozenset(loop) not in reported:
-            reported.add(frozenset(loop))
-            loader.error(monitors[start].path,
-                         "mtw members form a cycle: " + " -> ".join(loop + [start]))
-
-
-def _loop(graph, start):
-    """The names on a shortest cycle from start back to it (start first), or None."""
-    previous = {start: None}
-    queue = [start]
-    while queue:
-        node = queue.pop(0)
-        for member in graph.get(node, ()):
-            if member == start:
-                chain = [node]
-                while previous[chain[-1]] is not None:
-                    chain.append(previous[chain[-1]])
-                return list(reversed(chain))
-            if member not in previous:
-                previous[member] = node
-                queue.append(member)
-    return None
-
-
 # -- the model -----------------------------------------------------------------
 
 
@@ -586,11 +465,10 @@ def build(loader, monitors):
         if m.ignored:
             continue
         params = dict(m.params)
-        if m.type == "mtw":
-            params["members"] = m.members
         interval, timeout = float(m.interval), float(m.timeout)
-        if m.type == "userw" and params.get("usehb"):
-            interval, timeout = cluster.hb_interval / 1000.0, cluster.hb_timeout / 1000.0
+        polling = _schema(m.type).polling
+        if polling is not None:
+            interval, timeout = polling(cluster, m, interval, timeout)
         delay = m.delay_warning if m.delay_warning is not None else cluster.monitor_delaywarning
         recovery = MonitorRecovery(
             kind=m.relation_kind, target=m.relation_name,

@@ -14,7 +14,8 @@ import re
 import shlex
 from types import SimpleNamespace
 
-from cpro.config import fip, heartbeats, monitors, order, partition
+from cpro import plugins
+from cpro.config import heartbeats, monitors, order, partition
 from cpro.config.defaults import (
     DAEMON_FAILURE_ACTIONS,
     DEFAULTS,
@@ -24,7 +25,6 @@ from cpro.config.defaults import (
 from cpro.config.model import (
     ClusterConfig,
     Device,
-    ExecParams,
     GroupConfig,
     HeartbeatConfig,
     OSActionCommands,
@@ -99,9 +99,7 @@ class _Loader:
         self.check_bindings()
         self.check_memberships()
         self.check_dependencies()
-        self.check_scripts()
-        fip.check(self.report, [r for r in self.resources.values() if r.type == "fip"],
-                  self.groups, self.servers)
+        self.check_resource_types()
         monitors.check(self, self.monitors)
         if self.report.errors:
             return None
@@ -476,45 +474,20 @@ class _Loader:
                                        f"{seen[name]}@{name}")
                 continue
             seen[name] = child.tag
-            if child.tag == "exec":
-                resources[name] = self.read_exec(child, name)
-            elif child.tag == "fip":
-                resources[name] = self.read_fip(child, name)
-            else:
+            try:
+                plugin = plugins.RESOURCE_TYPES.get(child.tag)
+            except plugins.UnknownType:
                 self.warning(child.path, f"resource type {child.tag!r} is not supported yet: "
                                          f"{name} is ignored")
                 ignored[name] = child.tag
+                continue
+            resources[name] = self.read_resource(child, name, plugin.schema)
         return resources, ignored
 
-    def read_fip(self, node, name):
-        r = SimpleNamespace(name=name, type="fip", path=node.path, group=None)
-        fip.read_parameters(self.report, node, r)
-        self.read_recovery_and_depends(node, r)
-        return r
-
-    def read_exec(self, node, name):
-        r = SimpleNamespace(name=name, type="exec", path=node.path, group=None)
-        params = node.child("parameters")
-        act = params.child("act") if params is not None else None
-        deact = params.child("deact") if params is not None else None
-        timeout = params.child("timeout") if params is not None else None
-
-        r.start_path_given = act.string("path") if act is not None else None
-        r.start_path_node = f"{node.path}/parameters/act/path"
-        r.stop_path_given = deact.string("path") if deact is not None else None
-        r.stop_path_node = f"{node.path}/parameters/deact/path"
-        r.start_sync = self.exec_integer(act, "parameters/act", "sync")
-        r.stop_sync = self.exec_integer(deact, "parameters/deact", "sync")
-        r.start_timeout = self.exec_integer(timeout, "parameters/timeout", "start")
-        r.stop_timeout = self.exec_integer(timeout, "parameters/timeout", "stop")
-        r.userlog = None
-        if params is not None:
-            userlog = params.string("userlog")
-            if userlog:
-                r.userlog = os.path.join(self.base_dir, userlog)
-        for section in (act, deact, timeout, params):
-            if section is not None:
-                section.finish(_unsupported_parameter)
+    def read_resource(self, node, name, schema):
+        """One resource of a registered type: its own schema reads its parameters."""
+        r = SimpleNamespace(name=name, type=node.tag, path=node.path, group=None, schema=schema)
+        schema.read(self, node, r)
         self.read_recovery_and_depends(node, r)
         return r
 
@@ -544,9 +517,6 @@ class _Loader:
             self.warning(override.path, "per-server parameters are not supported yet "
                                         "and are ignored")
         node.finish(_unsupported_parameter)
-
-    def exec_integer(self, section, prefix, tag):
-        return self.resource_integer("exec", section, prefix, tag)
 
     def resource_integer(self, rtype, section, prefix, tag):
         key = f"{rtype}/{prefix}/{tag}"
@@ -687,27 +657,15 @@ class _Loader:
                 self.error(self.resources[cycle[0]].path,
                            "dependency cycle: " + " -> ".join(cycle))
 
-    def script(self, resource, given, default_key):
-        """Absolute path of a start/stop script given (or defaulted) for resource."""
-        text = given if given else DEFAULTS[default_key]
-        if os.path.isabs(text):
-            return os.path.normpath(text)
-        return os.path.normpath(os.path.join(
-            self.base_dir, "scripts", resource.group, resource.name, text))
-
-    def check_scripts(self):
+    def check_resource_types(self):
+        """Each type's own cross-checks, given every resource of that type (by type name)."""
+        by_type = {}
         for r in self.resources.values():
-            if r.type != "exec":
-                continue
-            r.start_path = r.stop_path = None
-            if r.group is None:
-                continue
-            r.start_path = self.script(r, r.start_path_given, "exec/parameters/act/path")
-            self.check_executable(r.start_path, r.start_path_node, "start script")
-            stop = self.script(r, r.stop_path_given, "exec/parameters/deact/path")
-            if r.stop_path_given or os.path.lexists(stop):
-                r.stop_path = stop
-                self.check_executable(stop, r.stop_path_node, "stop script")
+            by_type.setdefault(r.type, []).append(r)
+        for rtype in sorted(by_type):
+            check = by_type[rtype][0].schema.check
+            if check is not None:
+                check(self, by_type[rtype])
 
     def check_executable(self, path, node_path, what):
         if not os.path.exists(path):
@@ -748,7 +706,7 @@ class _Loader:
                 exclusive=g.exclusive, resources=g.order))
             for name in g.order:
                 r = self.resources[name]
-                resources.append(self.build_exec(r) if r.type == "exec" else self.build_fip(r))
+                resources.append(self.build_resource(r, r.schema.build(r)))
         return ClusterConfig(
             name=c.name, key=c.key,
             hb_interval=c.hb_interval / 1000.0, hb_timeout=c.hb_timeout / 1000.0,
@@ -760,17 +718,6 @@ class _Loader:
             network_partition=network_partition, forced_stop=forced_stop,
             daemon_failure_action=self.daemon_failure_action,
             alert_log_max_bytes=c.alert_maxsize, alert_log_backups=c.alert_backups)
-
-    def build_fip(self, r):
-        return self.build_resource(r, fip.build_params(r))
-
-    def build_exec(self, r):
-        params = ExecParams(
-            start_path=r.start_path, stop_path=r.stop_path,
-            start_sync=r.start_sync == 1, stop_sync=r.stop_sync == 1,
-            start_timeout=float(r.start_timeout), stop_timeout=float(r.stop_timeout),
-            userlog=r.userlog)
-        return self.build_resource(r, params)
 
     def build_resource(self, r, params):
         return ResourceConfig(

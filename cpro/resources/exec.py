@@ -11,6 +11,20 @@ stop script: after a daemon restart (or a failed activation) the service may be
 running without this process knowing, and stop scripts are written to be safe
 to run when the service is already down. Only a deactivation that follows a
 successful deactivation here is skipped.
+
+The module also declares the type's clp.conf schema (L{EXEC_SCHEMA}):
+
+    <exec name="exec1">
+      <parameters>
+        <act><path>start.sh</path><sync>1</sync></act>
+        <deact><path>stop.sh</path><sync>1</sync></deact>
+        <timeout><start>1800</start><stop>1800</stop></timeout>
+        <userlog>exec1.log</userlog>
+      </parameters>
+    </exec>
+
+Relative script paths live in scripts/<group>/<resource>/ beside clp.conf; the
+stop script is optional (used when given or present).
 """
 
 import enum
@@ -20,7 +34,12 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from cpro.config.defaults import DEFAULTS
+from cpro.config.model import ExecParams
+from cpro.config.schema import ResourceSchema
+from cpro.config.xmltree import unsupported_parameter
 from cpro.interfaces import IGroupResource
+from cpro.plugins import RESOURCE_TYPES
 from cpro.resources.base import ResourceError
 from cpro.resources.ledger import NULL_LEDGER, PROCESS_GROUP, ProcTable, process_group_value
 from cpro.system.process import (
@@ -43,17 +62,87 @@ class _Known(enum.Enum):
     UNKNOWN = "unknown"  # never acted on, or the last action failed
 
 
+# -- configuration ---------------------------------------------------------------
+
+
+def _read(loader, node, r):
+    """<parameters> of one exec resource into r (paths are resolved in _check)."""
+    params = node.child("parameters")
+    act = params.child("act") if params is not None else None
+    deact = params.child("deact") if params is not None else None
+    timeout = params.child("timeout") if params is not None else None
+
+    r.start_path_given = act.string("path") if act is not None else None
+    r.start_path_node = f"{node.path}/parameters/act/path"
+    r.stop_path_given = deact.string("path") if deact is not None else None
+    r.stop_path_node = f"{node.path}/parameters/deact/path"
+    r.start_sync = loader.resource_integer("exec", act, "parameters/act", "sync")
+    r.stop_sync = loader.resource_integer("exec", deact, "parameters/deact", "sync")
+    r.start_timeout = loader.resource_integer("exec", timeout, "parameters/timeout", "start")
+    r.stop_timeout = loader.resource_integer("exec", timeout, "parameters/timeout", "stop")
+    r.userlog = None
+    if params is not None:
+        userlog = params.string("userlog")
+        if userlog:
+            r.userlog = os.path.join(loader.base_dir, userlog)
+    for section in (act, deact, timeout, params):
+        if section is not None:
+            section.finish(unsupported_parameter)
+
+
+def _script(loader, r, given, default_key):
+    """Absolute path of a start/stop script given (or defaulted) for r."""
+    text = given if given else DEFAULTS[default_key]
+    if os.path.isabs(text):
+        return os.path.normpath(text)
+    return os.path.normpath(os.path.join(loader.base_dir, "scripts", r.group, r.name, text))
+
+
+def _check(loader, resources):
+    """The scripts of the exec resources in a group exist and are executable."""
+    for r in resources:
+        r.start_path = r.stop_path = None
+        if r.group is None:
+            continue
+        r.start_path = _script(loader, r, r.start_path_given, "exec/parameters/act/path")
+        loader.check_executable(r.start_path, r.start_path_node, "start script")
+        stop = _script(loader, r, r.stop_path_given, "exec/parameters/deact/path")
+        if r.stop_path_given or os.path.lexists(stop):
+            r.stop_path = stop
+            loader.check_executable(stop, r.stop_path_node, "stop script")
+
+
+def _build(r):
+    return ExecParams(
+        start_path=r.start_path, stop_path=r.stop_path,
+        start_sync=r.start_sync == 1, stop_sync=r.stop_sync == 1,
+        start_timeout=float(r.start_timeout), stop_timeout=float(r.stop_timeout),
+        userlog=r.userlog)
+
+
+EXEC_SCHEMA = ResourceSchema(read=_read, build=_build, check=_check)
+
+
+# -- the resource ------------------------------------------------------------------
+
+
+@RESOURCE_TYPES.register("exec", schema=EXEC_SCHEMA)
 @implementer(IGroupResource)
 class ExecResource:
-    """One <resource><exec>: runs params.start_path / params.stop_path."""
+    """One <resource><exec>: runs params.start_path / params.stop_path.
+
+    Built as every group resource (L{cpro.interfaces.IGroupResource}); base_env
+    and kill_grace are for tests.
+    """
 
     type = "exec"
-    # The node sets its leftovers ledger here: the process groups this
-    # resource leaves running are recorded until it is deactivated, so that
-    # the next daemon kills them if this one crashes.
+    # The process groups this resource leaves running are recorded in the
+    # leftovers ledger until it is deactivated, so that the next daemon kills
+    # them if this one crashes. The class default records nothing.
     ledger = NULL_LEDGER
 
-    def __init__(self, reactor, config, log_dir, base_env=None, kill_grace=2.0):
+    def __init__(self, reactor, config, log_dir, *, ledger=NULL_LEDGER, base_env=None, kill_grace=2.0):
+        self.ledger = ledger
         self._reactor = reactor
         self._config = config
         self._params = config.params

@@ -24,18 +24,16 @@ CPRO_SERVER_NAME, CPRO_RECOVERY_TARGET and PATH.
 """
 
 import collections
-import importlib
 import json
 import math
 import os
-import pkgutil
 import platform
 
 from twisted.application import service
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from cpro import __version__
+from cpro import __version__, plugins
 from cpro.cluster.controller import OperationError
 from cpro.cluster.monitoring import BY_CLUSTER, BY_OPERATOR, MonitorRunner
 from cpro.cluster.recovery import MonitorFinalAction, RecoveryEscalation, RecoveryStep
@@ -79,24 +77,19 @@ _FINAL_ALERTS = {
 }
 
 
-def _load_types():
-    """The monitor type registry; a type module that fails to import is logged
-    and left out (its monitors are reported as not set up), not fatal."""
-    from cpro.resources import monitors as package
-    from cpro.resources.monitors import base
+class _RegisteredTypes:
+    """type name -> monitor factory, from L{cpro.plugins.MONITOR_TYPES}; a type
+    that cannot be loaded is logged and left out (its monitors are reported as
+    not set up), not fatal."""
 
-    try:
-        return base.registry()
-    except Exception:
-        log.failure("importing the monitor types failed; loading them one by one")
-    for info in pkgutil.iter_modules(package.__path__):
-        if info.name in ("base", "contract") or info.name.startswith("_"):
-            continue
+    def get(self, name):
         try:
-            importlib.import_module(f"{package.__name__}.{info.name}")
+            return plugins.MONITOR_TYPES.get(name).factory
+        except plugins.UnknownType:
+            return None
         except Exception:
-            log.failure("monitor type module {m} cannot be imported", m=info.name)
-    return dict(base._REGISTRY)
+            log.failure("monitor type {name} cannot be loaded", name=name)
+            return None
 
 
 class MonitorService(service.Service):
@@ -106,7 +99,8 @@ class MonitorService(service.Service):
                  types=None, run_script=run_command, lag_interval=LAG_INTERVAL, stagger=STAGGER):
         """
         @param controller: the L{cpro.cluster.controller.ClusterController}.
-        @param types: type name -> monitor class (default: the registry).
+        @param types: type name -> monitor factory, a mapping with get()
+            (default: L{cpro.plugins.MONITOR_TYPES}).
         @param run_script: L{run_command} (tests inject a fake).
         @param stagger: seconds between the first checks of monitors that start
             or resume together (the Nth one waits N * stagger, modulo its interval).
@@ -139,7 +133,7 @@ class MonitorService(service.Service):
                                       hb_timeout=config.hb_timeout, reactor_lag=self.reactor_lag,
                                       os_actions=os_actions, os_action_commands=config.os_actions)
         if types is None:
-            types = _load_types()
+            types = _RegisteredTypes()
         for m in config.monitors:
             if not m.runs_on(local):
                 continue

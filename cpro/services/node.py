@@ -16,7 +16,7 @@ from twisted.internet import defer, error
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from cpro import crashnote, exitcodes
+from cpro import crashnote, exitcodes, plugins
 from cpro.cluster import configcheck
 from cpro.cluster.controller import ClusterController, OperationError
 from cpro.cluster.group import LocalGroup
@@ -26,8 +26,6 @@ from cpro.cluster.states import ClusterServiceState, Level
 from cpro.cluster.status import cluster_status
 from cpro.protocols import admin as admin_protocol
 from cpro.protocols.heartbeat import StateDigest, new_incarnation
-from cpro.resources.exec import ExecResource
-from cpro.resources.fip import FipResource
 from cpro.resources.ledger import LEDGER_NAME, Ledger, cleanup_leftovers, default_removers, release
 from cpro.system.runners import thread_runner
 from cpro.services.alerts import AlertBindError, AlertLog
@@ -38,8 +36,6 @@ from cpro.services.partition.build import build_partition
 from cpro.system.osactions import OSActions
 
 log = Logger()
-
-RESOURCE_TYPES = {"exec": ExecResource, "fip": FipResource}
 
 
 class _MembershipEvents:
@@ -135,9 +131,9 @@ class ClusterNode(service.MultiService):
         groups = {}
         for g in config.groups:
             rcfgs = {n: config.resource(n) for n in g.resources}
-            resources = {n: RESOURCE_TYPES[r.type](reactor, r, log_dir) for n, r in rcfgs.items()}
-            for resource in resources.values():
-                resource.ledger = self.ledger
+            # The group resource factory signature (cpro.interfaces.IGroupResource).
+            resources = {n: plugins.RESOURCE_TYPES.get(r.type).factory(reactor, r, log_dir, ledger=self.ledger)
+                         for n, r in rcfgs.items()}
             groups[g.name] = LocalGroup(g, rcfgs, resources, local, self.alerts,
                                         lambda: self.controller.notify_changed())
         self.controller = ClusterController(reactor, config, local, groups, None, self.alerts,

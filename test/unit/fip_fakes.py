@@ -208,8 +208,9 @@ def fip_config(ip="192.168.1.100", name="fip1", **params):
     )
 
 
-def make_fip(clock, ip="192.168.1.100", interfaces=None, pinger=None, **params):
+def make_fip(clock, ip="192.168.1.100", interfaces=None, pinger=None, ledger=None, **params):
     """(resource, lan, netlink) wired to fakes, with inline netlink calls."""
+    from cpro.resources.ledger import NULL_LEDGER
     from cpro.system.runners import run_inline
 
     lan = FakeLAN(clock)
@@ -218,6 +219,7 @@ def make_fip(clock, ip="192.168.1.100", interfaces=None, pinger=None, **params):
         clock,
         fip_config(ip, **params),
         "/nonexistent",
+        ledger=ledger if ledger is not None else NULL_LEDGER,
         netlink=netlink,
         runner=run_inline,
         open_link=lan.open_link,

@@ -5,7 +5,7 @@ How to use, in test/unit/test_monitor_<type>.py::
     from test.unit.monitor_contract import MonitorContractMixin
 
     class GenwContractTests(MonitorContractMixin, unittest.TestCase):
-        monitor_type = "genw"          # the name given to @monitor_type
+        monitor_type = "genw"          # the name registered with MONITOR_TYPES
 
         def make_monitor(self):
             # A fresh, healthy monitor: after start() its check() must fire a
@@ -54,7 +54,8 @@ from zope.interface.verify import verifyObject
 
 from cpro.config.model import MonitorConfig, MonitorRecovery
 from cpro.interfaces import IMonitor
-from cpro.resources.monitors.base import CheckResult, CheckStatus, MonitorEnvironment, registry
+from cpro import plugins
+from cpro.resources.monitors.base import CheckResult, CheckStatus, MonitorEnvironment
 
 SETTLE_LIMIT = 3.0  # s of real time a cancelled check may take to clean up
 SETTLE_STEP = 0.02
@@ -167,7 +168,7 @@ class MonitorContractMixin:
         self.assertEqual(monitor.type, self.monitor_type)
         self.assertIsInstance(monitor.name, str)
         self.assertTrue(monitor.name)
-        self.assertIsInstance(monitor, registry()[self.monitor_type])
+        self.assertIsInstance(monitor, plugins.MONITOR_TYPES.get(self.monitor_type).factory)
 
     @defer.inlineCallbacks
     def test_contract_check_fires_check_result(self):

@@ -4,7 +4,8 @@ import dataclasses
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from cpro.config.defaults import DEFAULTS, IP_RESOURCE_TYPES, SUPPORTED_RESOURCE_TYPES
+from cpro import plugins
+from cpro.config.defaults import DEFAULTS, IP_RESOURCE_TYPES
 from cpro.config.model import FipParams
 
 from test.unit.test_config import ConfigTestMixin
@@ -47,6 +48,7 @@ class FipTestMixin(ConfigTestMixin):
 
 class FipLoadTests(FipTestMixin, SynchronousTestCase):
     def test_supported(self):
+        SUPPORTED_RESOURCE_TYPES = plugins.RESOURCE_TYPES.names()
         self.assertIn("fip", SUPPORTED_RESOURCE_TYPES)
         self.assertIn("fip", IP_RESOURCE_TYPES)
 

@@ -4,8 +4,9 @@ import os
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from cpro import plugins
 from cpro.config import ConfigError
-from cpro.config.defaults import DEFAULTS, MONITOR_TIMINGS, SUPPORTED_MONITOR_TYPES
+from cpro.config.defaults import DEFAULTS, MONITOR_TIMINGS
 from cpro.config.model import MonitorRecovery
 
 from test.unit.test_config import ConfigTestMixin
@@ -84,7 +85,13 @@ class MonitorTestMixin(ConfigTestMixin):
         return self.assertProblem(error.errors, path, fragment)
 
 
+SUPPORTED_MONITOR_TYPES = plugins.MONITOR_TYPES.names()
+
+
 class MonitorDefaultsTests(MonitorTestMixin, SynchronousTestCase):
+    def test_every_registered_type_has_timing_defaults(self):
+        self.assertEqual(sorted(MONITOR_TIMINGS), SUPPORTED_MONITOR_TYPES)
+
     def test_every_type_with_its_defaults(self):
         for mtype in SUPPORTED_MONITOR_TYPES:
             extra = (monitor("psw"),) if mtype == "mtw" else ()

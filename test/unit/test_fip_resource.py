@@ -67,7 +67,7 @@ class ContractTests(FipTestCase):
         self.assertEqual(resource.address, FIP)
 
     def test_constructor_like_exec(self):
-        # node.py builds resources as RESOURCE_TYPES[type](reactor, config, log_dir).
+        # node.py builds every group resource as factory(reactor, config, log_dir, ledger=...).
         resource = FipResource(self.clock, fip_config(), "/var/log/cpro")
         self.assertIsNone(resource.interface)
         self.assertEqual(resource.describe(), {"interface": None, "address": "192.168.1.100", "prefix": None, "mac": None})
@@ -535,9 +535,7 @@ class LedgerTests(FipTestCase):
 
     def make(self, **params):
         params = {"probe_count": 0, "garp_repeat_delay": 0.0, **params}
-        resource, lan, netlink = make_fip(self.clock, **params)
-        resource.ledger = self.ledger
-        return resource, lan, netlink
+        return make_fip(self.clock, ledger=self.ledger, **params)
 
     def test_recorded_while_held(self):
         resource, lan, netlink = self.make()

@@ -9,14 +9,20 @@ address and the interface.
 from twisted.internet import defer
 from zope.interface import implementer
 
+from cpro.config.schema import MonitorSchema, Param
 from cpro.interfaces import IMonitor
+from cpro.plugins import MONITOR_TYPES
 from cpro.resources.base import ResourceError
-from cpro.resources.monitors.base import CheckResult, monitor_type
+from cpro.resources.monitors.base import CheckResult
 from cpro.resources.monitors.fipw import active_fip
 
 
+# The target is a fip resource, watched while it is active.
+SCHEMA = MonitorSchema(params=(Param("count", "int", (1, 99)),), target_type="fip")
+
+
+@MONITOR_TYPES.register("arpw", schema=SCHEMA)
 @implementer(IMonitor)
-@monitor_type("arpw")
 class ArpMonitor:
     type = "arpw"
 

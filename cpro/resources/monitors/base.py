@@ -1,4 +1,4 @@
-"""What every monitor type shares: check results, the run-time environment, the registry.
+"""What every monitor type shares: check results and the run-time environment.
 
 A monitor type module defines a class implementing L{cpro.interfaces.IMonitor}
 whose constructor is ``Cls(reactor, config, params, env)``:
@@ -8,7 +8,9 @@ whose constructor is ``Cls(reactor, config, params, env)``:
 - params: ``config.params_on(env.local)`` (type-specific, typed, defaults applied);
 - env: a L{MonitorEnvironment}.
 
-and registers it with ``@monitor_type("pidw")``.
+and registers it, with its configuration schema (a
+L{cpro.config.schema.MonitorSchema}), with
+``@cpro.plugins.MONITOR_TYPES.register("pidw", schema=SCHEMA)``.
 """
 
 import enum
@@ -67,25 +69,3 @@ class MonitorEnvironment:
         self.reactor_lag = reactor_lag
         self.os_actions = os_actions
         self.os_action_commands = os_action_commands
-
-
-_REGISTRY = {}
-
-
-def monitor_type(name):
-    """Class decorator: register a monitor type under its clp.conf name."""
-
-    def register(cls):
-        _REGISTRY[name] = cls
-        return cls
-
-    return register
-
-
-def registry():
-    """type name -> monitor class, with every type module imported."""
-    from cpro.resources.monitors import load_all
-
-    load_all()
-
-    return dict(_REGISTRY)

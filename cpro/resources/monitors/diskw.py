@@ -19,10 +19,13 @@ import os
 
 from zope.interface import implementer
 
+from cpro.config.monitors import all_parameters
+from cpro.config.schema import MonitorSchema, Param
 from cpro.interfaces import IMonitor
+from cpro.plugins import MONITOR_TYPES
 from cpro.resources.monitors._threads import SingleFlight
 from cpro.system.runners import thread_runner
-from cpro.resources.monitors.base import CheckResult, monitor_type
+from cpro.resources.monitors.base import CheckResult
 
 METHODS = ("read", "odirect")
 _ALIGN = 4096
@@ -85,8 +88,25 @@ def _read_into(fd, buffer, chunk, length):
     return total
 
 
+def _check_parameters(loader, m):
+    """O_DIRECT reads whole sectors: the size must be a multiple of 512 with method odirect."""
+    for values, paths in all_parameters(m):
+        if "size" in values:
+            method = values.get("method", m.params.get("method"))
+            if method == "odirect" and values["size"] % 512:
+                loader.error(paths["size"], f"size {values['size']} must be a multiple of 512 "
+                                            "with method odirect")
+
+
+SCHEMA = MonitorSchema(params=(
+    Param("object", "abspath", required=True),
+    Param("size", "int", (1, 99_999_999)),
+    Param("method", "choice", METHODS),
+), check_parameters=_check_parameters)
+
+
+@MONITOR_TYPES.register("diskw", schema=SCHEMA)
 @implementer(IMonitor)
-@monitor_type("diskw")
 class DiskMonitor:
     type = "diskw"
 

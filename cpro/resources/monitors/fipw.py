@@ -10,8 +10,10 @@ errors that name the address and the interface.
 from twisted.internet import defer
 from zope.interface import implementer
 
+from cpro.config.schema import MonitorSchema, Param
 from cpro.interfaces import IMonitor
-from cpro.resources.monitors.base import CheckResult, monitor_type
+from cpro.plugins import MONITOR_TYPES
+from cpro.resources.monitors.base import CheckResult
 
 
 def active_fip(env, target):
@@ -24,8 +26,12 @@ def active_fip(env, target):
     return resource, None
 
 
+# The target is a fip resource, watched while it is active.
+SCHEMA = MonitorSchema(params=(Param("monmii", "flag"),), target_type="fip")
+
+
+@MONITOR_TYPES.register("fipw", schema=SCHEMA)
 @implementer(IMonitor)
-@monitor_type("fipw")
 class FipMonitor:
     type = "fipw"
 

@@ -24,15 +24,38 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from cpro.config.monitors import all_parameters, monitor_script
+from cpro.config.schema import MonitorSchema, Param
 from cpro.interfaces import IMonitor
-from cpro.resources.monitors.base import CheckResult, monitor_type
+from cpro.plugins import MONITOR_TYPES
+from cpro.resources.monitors.base import CheckResult
 from cpro.system.process import DEFAULT_PATH, CommandError, run_command, spawn_resident
 
 log = Logger()
 
 
+def _check_parameters(loader, m):
+    """The script (relative: in scripts/monitor.s/<monitor>/) must be executable;
+    a relative userlog lives beside clp.conf. Per server too."""
+    for values, paths in all_parameters(m):
+        if values.get("path"):
+            values["path"] = monitor_script(loader, m.name, values["path"])
+            loader.check_executable(values["path"], paths["path"], "monitor script")
+        if values.get("userlog"):
+            values["userlog"] = os.path.join(loader.base_dir, values["userlog"])
+
+
+SCHEMA = MonitorSchema(params=(
+    Param("path", "text", required=True),
+    Param("sync", "flag"),
+    Param("normalval", "int", (0, 255)),
+    Param("waitmonstart", "seconds", (0, 9999)),
+    Param("userlog", "text"),
+), check_parameters=_check_parameters)
+
+
+@MONITOR_TYPES.register("genw", schema=SCHEMA)
 @implementer(IMonitor)
-@monitor_type("genw")
 class CustomMonitor:
     type = "genw"
 

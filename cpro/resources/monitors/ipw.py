@@ -31,9 +31,11 @@ from twisted.internet.interfaces import IReadDescriptor
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from cpro.config.schema import MonitorSchema, Param
 from cpro.interfaces import IMonitor
+from cpro.plugins import MONITOR_TYPES
 from cpro.protocols import icmp
-from cpro.resources.monitors.base import CheckResult, monitor_type
+from cpro.resources.monitors.base import CheckResult
 
 log = Logger()
 
@@ -298,8 +300,12 @@ def parse_addresses(entries):
     return tuple(addresses), problems
 
 
+# <parameters><list id="0"><ip>ADDRESS</ip></list>...: the original's list@i form.
+SCHEMA = MonitorSchema(params=(Param("addresses", "ip_list", required=True, xml=("list", "ip")),))
+
+
+@MONITOR_TYPES.register("ipw", schema=SCHEMA)
 @implementer(IMonitor)
-@monitor_type("ipw")
 class IcmpMonitor:
     type = "ipw"
 

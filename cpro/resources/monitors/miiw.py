@@ -17,10 +17,12 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 from zope.interface import implementer
 
+from cpro.config.schema import MonitorSchema, Param
 from cpro.interfaces import IMonitor
+from cpro.plugins import MONITOR_TYPES
 from cpro.resources.monitors._threads import SingleFlight
 from cpro.system.runners import thread_runner
-from cpro.resources.monitors.base import CheckResult, monitor_type
+from cpro.resources.monitors.base import CheckResult
 
 IFF_UP = 0x1
 IFF_LOWER_UP = 0x10000
@@ -56,8 +58,11 @@ def judge_link(ifname, state):
     return CheckResult.error(f"link of NIC {ifname} is down (operstate {state.operstate}, carrier {carrier})")
 
 
+SCHEMA = MonitorSchema(params=(Param("object", "nic", required=True),))
+
+
+@MONITOR_TYPES.register("miiw", schema=SCHEMA)
 @implementer(IMonitor)
-@monitor_type("miiw")
 class LinkMonitor:
     type = "miiw"
 

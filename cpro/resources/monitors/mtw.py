@@ -17,11 +17,103 @@ from twisted.internet import defer
 from zope.interface import implementer
 
 from cpro.cluster.states import MonitorState
+from cpro.config.schema import MonitorSchema, Param
 from cpro.interfaces import IMonitor
-from cpro.resources.monitors.base import CheckResult, monitor_type
+from cpro.plugins import MONITOR_TYPES
+from cpro.resources.monitors.base import CheckResult
 
 
-@monitor_type("mtw")
+# -- configuration ---------------------------------------------------------------
+
+
+def _check_monitors(loader, mine, monitors):
+    """Members are other monitors, thresholds fit their count, no cycle; the
+    members kept become params["members"]."""
+    for m in mine:
+        if not m.ignored:
+            _check_members(loader, m, monitors)
+    _check_member_cycles(loader, monitors)
+    for m in mine:
+        if not m.ignored and hasattr(m, "members"):
+            m.params["members"] = m.members
+
+
+def _check_members(loader, m, monitors):
+    """mtw: members are other monitors; thresholds fit the member count."""
+    kept = []
+    for name, path in m.params.get("members", ()):
+        if name == m.name:
+            loader.error(path, f"mtw {m.name} cannot watch itself")
+        elif name in loader.ignored_monitors or (name in monitors and monitors[name].ignored):
+            loader.warning(path, f"member {name} is ignored and is left out")
+        elif name not in monitors:
+            loader.error(path, f"unknown monitor {name}")
+        elif name in kept:
+            loader.error(path, f"member {name} is listed twice")
+        else:
+            kept.append(name)
+    m.members = tuple(kept)
+    if not kept and not m.params.get("members"):
+        return  # missing members: reported as required
+    if not kept:
+        loader.warning(m.path, f"mtw {m.name} has no member left: it is ignored")
+        m.ignored = True
+        return
+    error_path = m.param_paths.get("errorthreshold")
+    if error_path is None:
+        m.params["errorthreshold"] = len(kept)
+    elif m.params["errorthreshold"] > len(kept):
+        loader.error(error_path, f"errorthreshold {m.params['errorthreshold']} is more than "
+                                 f"the {len(kept)} members")
+    warn_path = m.param_paths.get("warnthreshold")
+    if warn_path is not None and m.params["warnthreshold"] > len(kept):
+        loader.error(warn_path, f"warnthreshold {m.params['warnthreshold']} is more than "
+                                f"the {len(kept)} members")
+
+
+def _check_member_cycles(loader, monitors):
+    """An mtw may watch another mtw, but never (through others) itself."""
+    graph = {m.name: m.members for m in monitors.values()
+             if m.type == "mtw" and not m.ignored and hasattr(m, "members")}
+    reported = set()
+    for start in graph:
+        loop = _loop(graph, start)
+        if loop and frozenset(loop) not in reported:
+            reported.add(frozenset(loop))
+            loader.error(monitors[start].path,
+                         "mtw members form a cycle: " + " -> ".join(loop + [start]))
+
+
+def _loop(graph, start):
+    """The names on a shortest cycle from start back to it (start first), or None."""
+    previous = {start: None}
+    queue = [start]
+    while queue:
+        node = queue.pop(0)
+        for member in graph.get(node, ()):
+            if member == start:
+                chain = [node]
+                while previous[chain[-1]] is not None:
+                    chain.append(previous[chain[-1]])
+                return list(reversed(chain))
+            if member not in previous:
+                previous[member] = node
+                queue.append(member)
+    return None
+
+
+# <parameters><list id="0"><name>MONITOR</name></list>...: the original's list@i form.
+SCHEMA = MonitorSchema(params=(
+    Param("members", "name_list", required=True, xml=("list", "name")),
+    Param("errorthreshold", "int", (1, 999)),
+    Param("warnthreshold", "int", (0, 999)),
+), check_monitors=_check_monitors, per_server=False)
+
+
+# -- the monitor ---------------------------------------------------------------------
+
+
+@MONITOR_TYPES.register("mtw", schema=SCHEMA)
 @implementer(IMonitor)
 class MultiTargetMonitor:
     type = "mtw"

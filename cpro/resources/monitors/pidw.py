@@ -15,8 +15,10 @@ nothing for a cancel to abort.
 from twisted.internet import defer
 from zope.interface import implementer
 
+from cpro.config.schema import MonitorSchema
 from cpro.interfaces import IMonitor
-from cpro.resources.monitors.base import CheckResult, monitor_type
+from cpro.plugins import MONITOR_TYPES
+from cpro.resources.monitors.base import CheckResult
 from cpro.system.process import read_proc_stat
 
 _EXITED_STATES = frozenset({"Z", "X", "x"})  # zombie, dead
@@ -35,8 +37,19 @@ def resident_identity(resource):
     return (pid, None) if pid is not None else None
 
 
+def _async_exec_only(loader, m, resource):
+    """pidw watches the resident start script of an asynchronous exec."""
+    if resource.start_sync != 0:
+        loader.error(m.target_path, f"pidw needs an asynchronous exec (parameters/act/sync 0): "
+                                    f"{m.target} is synchronous")
+
+
+# No parameters; the target is an exec resource, watched while it is active.
+SCHEMA = MonitorSchema(target_type="exec", check_target=_async_exec_only)
+
+
+@MONITOR_TYPES.register("pidw", schema=SCHEMA)
 @implementer(IMonitor)
-@monitor_type("pidw")
 class PidMonitor:
     type = "pidw"
 

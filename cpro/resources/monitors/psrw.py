@@ -22,11 +22,12 @@ import psutil
 from twisted.internet import defer
 from zope.interface import implementer
 
+from cpro.config.schema import MonitorSchema, Param
 from cpro.interfaces import IMonitor
+from cpro.plugins import MONITOR_TYPES
 from cpro.resources.monitors._threads import SingleFlight
 from cpro.system.runners import thread_runner
 from cpro.resources.monitors._thresholds import Threshold, combine
-from cpro.resources.monitors.base import monitor_type
 from cpro.resources.monitors.psw import matches, shared_process_table
 
 # measure -> (label, unit, psutil.Process method)
@@ -76,7 +77,18 @@ class ProcessSampler:
         return found
 
 
-@monitor_type("psrw")
+_PERCENT = (0, 100)
+_COUNT = (0, 2**31 - 1)
+
+SCHEMA = MonitorSchema(params=(
+    Param("processname", "text", required=True),
+    Param("cpu", "int", _PERCENT), Param("memory", "int", _PERCENT),
+    Param("openfiles", "int", _COUNT), Param("threads", "int", _COUNT),
+    Param("duration", "seconds", (1, 604_800)),
+))
+
+
+@MONITOR_TYPES.register("psrw", schema=SCHEMA)
 @implementer(IMonitor)
 class ProcessResourceMonitor:
     type = "psrw"

@@ -19,10 +19,12 @@ import psutil
 from twisted.internet import defer
 from zope.interface import implementer
 
+from cpro.config.schema import MonitorSchema, Param
 from cpro.interfaces import IMonitor
+from cpro.plugins import MONITOR_TYPES
 from cpro.resources.monitors._threads import SingleFlight
 from cpro.system.runners import thread_runner
-from cpro.resources.monitors.base import CheckResult, monitor_type
+from cpro.resources.monitors.base import CheckResult
 
 ProcessEntry = collections.namedtuple("ProcessEntry", "pid name cmdline")
 
@@ -92,8 +94,14 @@ def matches(pattern, entry):
     return entry.cmdline == pattern or entry.name == pattern
 
 
+SCHEMA = MonitorSchema(params=(
+    Param("processname", "text", required=True),
+    Param("processnum", "int", (1, 999)),
+))
+
+
+@MONITOR_TYPES.register("psw", schema=SCHEMA)
 @implementer(IMonitor)
-@monitor_type("psw")
 class ProcessNameMonitor:
     type = "psw"
 

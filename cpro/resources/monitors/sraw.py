@@ -19,11 +19,12 @@ import psutil
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from cpro.config.schema import MonitorSchema, Param
 from cpro.interfaces import IMonitor
+from cpro.plugins import MONITOR_TYPES
 from cpro.resources.monitors._threads import SingleFlight
 from cpro.system.runners import thread_runner
 from cpro.resources.monitors._thresholds import Threshold, Unreadable, combine
-from cpro.resources.monitors.base import monitor_type
 
 log = Logger()
 
@@ -108,7 +109,19 @@ def _idle(times):
     return times.idle + getattr(times, "iowait", 0.0)
 
 
-@monitor_type("sraw")
+_PERCENT = (0, 100)
+_COUNT = (0, 2**31 - 1)
+
+SCHEMA = MonitorSchema(params=(
+    Param("cpu", "int", _PERCENT), Param("memory", "int", _PERCENT),
+    Param("swap", "int", _PERCENT), Param("openfiles", "int", _COUNT),
+    Param("processes", "int", _COUNT), Param("threads", "int", _COUNT),
+    Param("duration", "seconds", (1, 604_800)),
+    Param("disks", "disk_list"),
+))
+
+
+@MONITOR_TYPES.register("sraw", schema=SCHEMA)
 @implementer(IMonitor)
 class SystemResourceMonitor:
     type = "sraw"

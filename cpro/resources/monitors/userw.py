@@ -31,8 +31,10 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from cpro.config.schema import MonitorSchema, Param
 from cpro.interfaces import IMonitor
-from cpro.resources.monitors.base import CheckResult, monitor_type
+from cpro.plugins import MONITOR_TYPES
+from cpro.resources.monitors.base import CheckResult
 from cpro.system.watchdog import WatchdogError, make_watchdog
 
 log = Logger()
@@ -41,7 +43,32 @@ log = Logger()
 FEEDS_PER_TIMEOUT = 3
 
 
-@monitor_type("userw")
+def _check_parameters(loader, m):
+    """With usehb the monitor's own polling interval and timeout are not used: say so."""
+    if m.params.get("usehb"):
+        for key, given in m.polling_given.items():
+            if given:
+                loader.warning(f"{m.path}/polling/{key}", "ignored while parameters/usehb is 1: "
+                                                          "userw uses the heartbeat "
+                                                          f"{key}")
+
+
+def _polling(cluster, m, interval, timeout):
+    """usehb: the heartbeat's interval and timeout (clp.conf milliseconds)."""
+    if m.params.get("usehb"):
+        return cluster.hb_interval / 1000.0, cluster.hb_timeout / 1000.0
+    return interval, timeout
+
+
+# userw acts on the server itself; the original writes relation cls/LocalServer.
+SCHEMA = MonitorSchema(params=(
+    Param("usehb", "flag"),
+    Param("method", "choice", ("keepalive", "softdog", "ipmi", "none")),
+    Param("action", "choice", ("RESET", "PANIC")),
+), check_parameters=_check_parameters, polling=_polling, default_relation="cls")
+
+
+@MONITOR_TYPES.register("userw", schema=SCHEMA)
 @implementer(IMonitor)
 class UserSpaceMonitor:
     type = "userw"
