@@ -7,11 +7,13 @@ verifyObject in the tests) and records what it was asked to do.
 from twisted.internet import defer
 from zope.interface import implementer
 
+from cpro.cluster.partition import Verdict
 from cpro.cluster.states import PathState
 from cpro.config.model import (ClusterConfig, Device, ExecParams, GroupConfig, HeartbeatConfig,
                                MonitorConfig, MonitorRecovery, OSActionCommands, Ports, ResourceConfig,
                                ServerConfig)
-from cpro.interfaces import IAlertSink, IGroupResource, IMonitor, IOSActions, IPeerChannel
+from cpro.interfaces import (IAlertSink, IForcedStop, IGroupResource, IMonitor, INPResolver, IOSActions,
+                             IPeerChannel)
 from cpro.protocols.admin import IAdminHandler
 from cpro.resources.base import ResourceError
 from cpro.resources.monitors.base import CheckResult
@@ -291,3 +293,80 @@ class FakeMonitorTypes(dict):
         monitor = FakeMonitor(reactor, config, params, env, results=self.results.get(config.name, ()))
         self.made[config.name] = monitor
         return monitor
+
+
+@implementer(INPResolver)
+class FakeNPResolver:
+    """A network-partition resolver whose verdict the test sets.
+
+    check() answers after .answer_after seconds on .clock with
+    Verdict(.healthy, .reason); with .hang set it never answers (the
+    engine's timeout cancels it). .checks records (clock seconds, lost).
+    """
+
+    kind = "fake"
+
+    def __init__(self, clock, name="np1", timeout=0.3, healthy=True, answer_after=0.01):
+        self.clock = clock
+        self.name = name
+        self.timeout = timeout
+        self.healthy = healthy
+        self.reason = ""
+        self.answer_after = answer_after
+        self.hang = False
+        self.checks = []
+        self.cancelled = 0
+
+    def check(self, lost):
+        self.checks.append((self.clock.seconds(), frozenset(lost)))
+        call = None
+
+        def cancel(d):
+            self.cancelled += 1
+            if call is not None and call.active():
+                call.cancel()
+
+        d = defer.Deferred(cancel)
+        if not self.hang:
+            call = self.clock.callLater(self.answer_after, self._answer, d)
+        return d
+
+    def _answer(self, d):
+        reason = self.reason or ("the target answered" if self.healthy else "the target did not answer")
+        d.callback(Verdict(bool(self.healthy), reason))
+
+
+@implementer(IForcedStop)
+class FakeForcedStop:
+    """Fencing that succeeds (or fails with .error) after .takes seconds on
+    .clock, calling .on_stop(server) when it succeeds (the in-memory cluster
+    powers the server off there). .stops and .identified record the requests."""
+
+    method = "bmc"
+
+    def __init__(self, clock, takes=0.05, error=None, on_stop=None):
+        self.clock = clock
+        self.takes = takes
+        self.error = error  # an Exception to fail every stop_server with, or None
+        self.on_stop = on_stop or (lambda server: None)
+        self.stops = []  # (clock seconds, server)
+        self.identified = []  # (server, seconds)
+
+    def stop_server(self, server):
+        self.stops.append((self.clock.seconds(), server))
+        call = None
+
+        def done():
+            if self.error is not None:
+                d.errback(self.error)
+            else:
+                self.on_stop(server)
+                d.callback(None)
+
+        d = defer.Deferred(lambda _: call.cancel() if call is not None and call.active() else None)
+        call = self.clock.callLater(self.takes, done)
+        return d
+
+    def identify(self, server, seconds):
+        self.identified.append((server, seconds))
+        return defer.succeed(None)
