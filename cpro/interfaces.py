@@ -92,15 +92,33 @@ class IMonitor(Interface):
 class IHeartbeatPath(Interface):
     """One path of liveness between this server and its peers (lanhb, comhb, diskhb, ...).
 
-    Built by the factory registered for its kind in L{cpro.services.heartbeat.base}
-    as C{factory(context, heartbeat_config)}. What it hears goes to the
-    context's callbacks:
+    A kind lives in one module of L{cpro.services.heartbeat} and registers
+    its factory and its configuration schema (a
+    L{cpro.config.heartbeats.HeartbeatKindSchema}: device type, own elements,
+    cross-checks) with
+    C{@cpro.plugins.HEARTBEAT_KINDS.register("KIND", schema=...)}. The
+    heartbeat service builds every path with one signature::
+
+        factory(context, heartbeat_config)
+
+    - context: a L{cpro.services.heartbeat.base.HeartbeatContext} (reactor,
+      configuration, local server, incarnation, callbacks, runner for
+      blocking calls);
+    - heartbeat_config: its L{cpro.config.model.HeartbeatConfig}, for a
+      heartbeat this server takes part in.
+
+    It raises L{cpro.services.heartbeat.base.HeartbeatConfigError} when the
+    configuration cannot give this server the path. What the path hears
+    goes to the context's callbacks:
       - C{context.on_beat(path_name, packet)}: an authentic, fresh
         L{cpro.protocols.heartbeat.HeartbeatPacket} from a peer (paths that
         carry packets: LAN, COM, disk);
       - C{context.on_alive(path_name, server, incarnation, age)}: a third-party
         or hardware view that C{server} was alive C{age} seconds ago
         (witness, BMC); C{incarnation} is None when the path cannot tell.
+
+    The contract-test mixin L{cpro.testing.path_contracts.HeartbeatPathContractMixin}
+    runs against every kind and the fake.
     """
 
     name = Attribute("heartbeat resource name, e.g. 'lanhb1'")
@@ -127,7 +145,24 @@ class IHeartbeatPath(Interface):
 
 
 class INPResolver(Interface):
-    """One network-partition resolution method (pingnp, httpnp, the witness view)."""
+    """One network-partition resolution method (pingnp, httpnp, the witness view).
+
+    A resolver type lives in one module and registers its factory with
+    C{@cpro.plugins.NP_RESOLVERS.register("TYPE",
+    schema=cpro.services.partition.base.ResolverSchema(order=N))}. Every type
+    is built with one signature, once per daemon start::
+
+        factory(context) -> [INPResolver, ...]
+
+    - context: a L{cpro.services.partition.base.ResolverContext} (reactor,
+      configuration, local server, this server's heartbeat paths);
+    - the result: the resolvers of this type this server runs (an empty
+      list when the configuration gives it none); the server's list puts
+      the types in their schema's order.
+
+    The contract-test mixin L{cpro.testing.path_contracts.NPResolverContractMixin}
+    runs against every type and the fake.
+    """
 
     name = Attribute("resource name, e.g. 'pingnp1'")
     kind = Attribute("'pingnp', 'httpnp', 'witness'")
@@ -141,7 +176,20 @@ class INPResolver(Interface):
 
 
 class IForcedStop(Interface):
-    """Fencing: stop a server declared down before its groups fail over."""
+    """Fencing: stop a server declared down before its groups fail over.
+
+    A method lives in one module and registers its factory and its
+    configuration schema (a L{cpro.config.partition.ForcedStopSchema}: its
+    checks of <forcestop> and of the servers) with
+    C{@cpro.plugins.FORCED_STOP_METHODS.register("METHOD", schema=...)}.
+    The configured method is built with one signature::
+
+        factory(context) -> IForcedStop
+
+    - context: a L{cpro.services.partition.forcestop.ForcedStopContext}
+      (reactor, configuration with forced stop on, local server, runner for
+      blocking calls, log path for external commands).
+    """
 
     method = Attribute("'bmc' or 'script'")
 

@@ -12,8 +12,8 @@ from cpro.cluster.states import PathState
 from cpro.config.model import (ClusterConfig, Device, ExecParams, GroupConfig, HeartbeatConfig,
                                MonitorConfig, MonitorRecovery, OSActionCommands, Ports, ResourceConfig,
                                ServerConfig)
-from cpro.interfaces import (IAlertSink, IForcedStop, IGroupResource, IMonitor, INPResolver, IOSActions,
-                             IPeerChannel)
+from cpro.interfaces import (IAlertSink, IForcedStop, IGroupResource, IHeartbeatPath, IMonitor, INPResolver,
+                             IOSActions, IPeerChannel)
 from cpro.protocols.admin import IAdminHandler
 from cpro.resources.base import ResourceError
 from cpro.resources.monitors.base import CheckResult
@@ -370,3 +370,55 @@ class FakeForcedStop:
     def identify(self, server, seconds):
         self.identified.append((server, seconds))
         return defer.succeed(None)
+
+
+@implementer(IHeartbeatPath)
+class FakeHeartbeatPath:
+    """A heartbeat path over nothing: the test makes peers heard.
+
+    send_beat records the digests sent while listening in .sent;
+    deliver(packet) hands a packet to on_beat (while listening), alive(...)
+    reports a peer alive through on_alive; .forgotten records forget().
+    """
+
+    def __init__(self, name="fakehb1", kind="fakehb", on_beat=None, on_alive=None):
+        self.name = name
+        self.kind = kind
+        self.on_beat = on_beat or (lambda path, packet: None)
+        self.on_alive = on_alive or (lambda path, server, incarnation, age: None)
+        self.listening = False
+        self.sent = []
+        self.forgotten = []
+        self._counters = {"sent": 0, "not_listening": 0, "accepted": 0, "alive": 0}
+
+    def start_listening(self):
+        self.listening = True
+
+    def stop_listening(self):
+        self.listening = False
+        return defer.succeed(None)
+
+    def send_beat(self, digest):
+        if not self.listening:
+            self._counters["not_listening"] += 1
+            return
+        self._counters["sent"] += 1
+        self.sent.append(digest)
+
+    def counters(self):
+        return dict(self._counters)
+
+    def forget(self, server):
+        self.forgotten.append(server)
+
+    def deliver(self, packet):
+        """A beat from a peer arrives on this path (dropped while not listening)."""
+        if self.listening:
+            self._counters["accepted"] += 1
+            self.on_beat(self.name, packet)
+
+    def alive(self, server, incarnation=None, age=0.0):
+        """This path sees server alive age seconds ago."""
+        if self.listening:
+            self._counters["alive"] += 1
+            self.on_alive(self.name, server, incarnation, age)

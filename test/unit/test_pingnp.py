@@ -78,3 +78,11 @@ class PingResolverTests(SynchronousTestCase):
         self.assertFalse(verdict.healthy)
         self.assertIn("192.168.0.253: no reply", verdict.reason)
         self.assertEqual(self.pinger.users, 0)
+
+    def test_cancel_fails_with_cancelled_error(self):
+        """The engine cancels a check at its timeout and recognises CancelledError as that."""
+        r = resolver((("10.0.0.254",), ("192.168.0.254",)), self.pinger)
+        d = r.check(frozenset({"srv1"}))
+        d.cancel()
+        self.failureResultOf(d, defer.CancelledError)
+        self.assertEqual(self.pinger.users, 0)

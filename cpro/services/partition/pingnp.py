@@ -48,7 +48,9 @@ class PingResolver:
             pings.extend(mine)
             groups.append(_first_success(mine))
         d = defer.gatherResults(groups, consumeErrors=True)
-        d.addCallback(self._verdict)
+        # A cancelled check fails with CancelledError itself (not wrapped in
+        # a FirstError), so the engine reports it as its own timeout.
+        d.addCallbacks(self._verdict, _unwrap_first_error)
 
         def release(result):
             for p in pings:
@@ -78,6 +80,11 @@ def ping_resolvers(context):
     """A resolver for each pingnp resource this server uses."""
     return [PingResolver(context.reactor, target) for target in context.config.network_partition.ping
             if context.local in target.servers]
+
+
+def _unwrap_first_error(failure):
+    failure.trap(defer.FirstError)
+    return failure.value.subFailure
 
 
 def _first_success(pings):
