@@ -226,3 +226,25 @@ class IOSActions(Interface):
 
     def run(action, reason):
         """Run 'shutdown', 'reboot', ... Returns a Deferred."""
+
+
+class IAdminHandler(Interface):
+    """What executes admin requests (the daemon's controller side).
+
+    The admin endpoint (L{cpro.services.admin}) hands it every request the
+    line protocol (L{cpro.protocols.admin}) parsed, one at a time per
+    connection, and renders what it returns.
+    """
+
+    def execute(request):
+        """Execute a L{cpro.protocols.admin.AdminRequest}.
+
+        @return: a dict payload (or a Deferred firing one):
+            - status: the status payload (see L{cpro.statusview});
+            - alerts: {"alerts": [{"time", "server", "module", "id", "level", "message"}]};
+            - cluster/group/resource: {} or optional per-server results
+              {"servers": [{"name", "code", "message"}]} (code 0 = done on
+              that server) and/or {"message": "text" or [lines]}.
+        @raise cpro.protocols.admin.AdminError: (or fail with it) when the
+            operation is refused or fails; its message and code go to the client.
+        """

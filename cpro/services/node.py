@@ -14,20 +14,17 @@ import time
 from twisted.application import service
 from twisted.internet import defer, error
 from twisted.logger import Logger
-from zope.interface import implementer
 
 from cpro import crashnote, exitcodes, plugins
 from cpro.cluster import configcheck
-from cpro.cluster.controller import ClusterController, OperationError
+from cpro.cluster.controller import ClusterController
 from cpro.cluster.group import LocalGroup
 from cpro.cluster.membership import Membership
-from cpro.cluster.operations import OperatorRequests
 from cpro.cluster.states import ClusterServiceState, Level
-from cpro.cluster.status import cluster_status
-from cpro.protocols import admin as admin_protocol
 from cpro.protocols.heartbeat import StateDigest, new_incarnation
 from cpro.resources.ledger import LEDGER_NAME, Ledger, cleanup_leftovers, default_removers, release
 from cpro.system.runners import thread_runner
+from cpro.services.admin import AdminHandler, AdminService
 from cpro.services.alerts import AlertBindError, AlertLog
 from cpro.services.heartbeat.service import HeartbeatBindError, HeartbeatService
 from cpro.services.internal import InternalService
@@ -57,48 +54,6 @@ class _MembershipEvents:
     def server_restarted(self, server, old, new):
         self.node.controller.server_restarted(server, str(old), str(new))
         self.node.internal.refresh(server)
-
-
-@implementer(admin_protocol.IAdminHandler)
-class AdminHandler:
-    """Admin verbs -> controller operations."""
-
-    def __init__(self, node):
-        self.node = node
-        self.requests = OperatorRequests(node.controller)
-
-    def execute(self, request):
-        r = self.requests
-        verb, action = request.verb, request.action
-        try:
-            if verb == "status":
-                status = cluster_status(self.node.controller)
-                status["counters"] = self.node.heartbeat.counters()
-                if self.node.controller.monitors is not None:
-                    status["reactor_lag"] = self.node.controller.monitors.lag_report()
-                return status
-            if verb == "alerts":
-                alerts = self.node.alerts.recent(request.count or 100)
-                return {"alerts": [{"time": a.time, "server": a.server, "module": a.module, "id": a.event_id,
-                                    "level": a.level.value, "message": a.message} for a in alerts]}
-            if verb == "cluster":
-                return r.cluster(action, bool(request.all)).addErrback(self._refused)
-            if verb == "group":
-                op = {"start": r.group_start, "stop": r.group_stop, "move": r.group_move}[action]
-                return op(request.target, request.server).addErrback(self._refused)
-            if verb == "monitor":
-                return r.monitor(action, request.target, request.server, request.switch).addErrback(self._refused)
-            if verb == "resource":
-                op = {"start": r.resource_start, "stop": r.resource_stop}[action]
-                return defer.maybeDeferred(op, request.target, request.server).addErrback(self._refused)
-        except OperationError as e:
-            raise admin_protocol.AdminError(str(e))
-        raise admin_protocol.AdminError(f"unsupported request: {verb} {action or ''}".strip())
-
-    @staticmethod
-    def _refused(failure):
-        failure.trap(OperationError)
-        raise admin_protocol.AdminError(str(failure.value))
 
 
 class ClusterNode(service.MultiService):
@@ -161,7 +116,10 @@ class ClusterNode(service.MultiService):
                                        self.os_actions)
         self.monitors.setServiceParent(self)
         self.controller.monitors = self.monitors
-        self.admin_port = None
+        # The admin endpoint listens once the services run (listen_admin) and
+        # stops before them (stopService); the operator request dispatch is its handler.
+        self.admin = AdminService(reactor, admin_endpoint, AdminHandler(self))
+        self.admin.setServiceParent(self)
         self._fetching = set()
 
     # -- startup ---------------------------------------------------------------
@@ -185,8 +143,7 @@ class ClusterNode(service.MultiService):
     @defer.inlineCallbacks
     def listen_admin(self):
         try:
-            self.admin_port = yield admin_protocol.listen_admin(self.reactor, self.admin_endpoint,
-                                                                AdminHandler(self))
+            yield self.admin.listen()
         except Exception as e:
             raise _bind_error(e, f"admin endpoint {self.admin_endpoint}: {e}") from e
 
@@ -275,8 +232,9 @@ class ClusterNode(service.MultiService):
                 log.failure("stopping the cluster service failed")
         self.membership.stop()
         self.controller.partition.stop()
-        if self.admin_port is not None:
-            yield self.admin_port.stopListening()
+        # No new admin sessions before anything they act on stops (the
+        # children stop together; admin, the last child, would only be first).
+        yield self.admin.stopService()
         yield super().stopService()
         if self.alerts.running:
             yield self.alerts.stopService()

@@ -14,7 +14,7 @@ from cpro.config.model import (ClusterConfig, Device, ExecParams, GroupConfig, H
                                ServerConfig)
 from cpro.interfaces import (IAlertSink, IForcedStop, IGroupResource, IHeartbeatPath, IMonitor, INPResolver,
                              IOSActions, IPeerChannel)
-from cpro.protocols.admin import IAdminHandler
+from cpro.interfaces import IAdminHandler
 from cpro.resources.base import ResourceError
 from cpro.resources.monitors.base import CheckResult
 

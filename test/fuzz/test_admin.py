@@ -1,6 +1,8 @@
-"""Fuzzing the admin line protocol (cpro.protocols.admin): the request
-grammar, one session fed arbitrary bytes, and the factory's connection
-bounds driven by a random program of connects, requests, losses and time."""
+"""Fuzzing the admin line protocol: its codec (cpro.protocols.admin: the
+request grammar, lines to words, replies) and its endpoint
+(cpro.services.admin: one session fed arbitrary bytes, and the factory's
+connection bounds driven by a random program of connects, requests, losses
+and time)."""
 
 import json
 import random
@@ -11,6 +13,7 @@ from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
 from cpro.protocols import admin
+from cpro.services import admin as endpoint
 from cpro.testing.fakes import FakeAdminHandler
 from test.fuzz.harness import STRINGS, Finding, FuzzTestMixin, Target, logged_failures
 
@@ -90,6 +93,53 @@ class AdminParseTarget(Target):
         check_request(request)
 
 
+class AdminLineTarget(Target):
+    """decode_line on arbitrary bytes, then the grammar and the replies a
+    session would send: only BadLine or UsageError, and always one answer."""
+
+    name = "admin-line"
+    max_size = 1024
+
+    def seeds(self, rng):
+        return [line.encode() for line in VALID_LINES] + [b"json status\r", b"json", b"'", b"\xff"]
+
+    def structured(self, rng):
+        line = " ".join(shlex.quote(w) for w in hostile_words(rng))
+        return (("json " if rng.random() < 0.5 else "") + line).encode("utf-8", "surrogatepass")
+
+    def check(self, data):
+        try:
+            line = admin.decode_line(data)
+        except admin.BadLine as e:
+            self._check_reply(admin.error_reply(e.json_mode, admin.CODE_USAGE, str(e)), e.json_mode)
+            return
+        if not line.words:
+            return
+        try:
+            request = admin.parse_request(line.words)
+        except admin.UsageError as e:
+            self._check_reply(admin.error_reply(line.json_mode, admin.CODE_USAGE, str(e)), line.json_mode)
+            return
+        check_request(request)
+        if request.verb == "help":
+            self._check_reply(admin.help_reply(line.json_mode), line.json_mode)
+        elif request.verb in ("quit", "cluster", "group", "resource", "monitor"):
+            self._check_reply(admin.ok_reply(line.json_mode, request, {}), line.json_mode)
+
+    @staticmethod
+    def _check_reply(reply, json_mode):
+        text = reply.decode("utf-8")
+        lines = text.split("\n")
+        if lines[-1] != "" or (json_mode and len(lines) != 2):
+            raise Finding(f"reply is not complete lines (one in json mode): {text[:120]!r}")
+        last = lines[-2]
+        if json_mode:
+            if not isinstance(json.loads(last).get("result"), dict):
+                raise Finding(f"JSON reply without a result: {last[:120]!r}")
+        elif last != "OK" and not last.startswith("ERR "):
+            raise Finding(f"text reply does not end with OK or ERR: {last[:120]!r}")
+
+
 class AdminProtocolTarget(Target):
     """One admin session fed random bytes in random pieces; then left idle."""
 
@@ -100,7 +150,7 @@ class AdminProtocolTarget(Target):
     def seeds(self, rng):
         lines = VALID_LINES[:-1]  # quit last, so a seed exercises every verb
         return [("\n".join(lines) + "\nquit\n").encode(), b"json status\r\njson alerts 3\n",
-                b"status\n" * (admin.AdminProtocol.MAX_PENDING + 2), b"sta"]
+                b"status\n" * (endpoint.AdminProtocol.MAX_PENDING + 2), b"sta"]
 
     def structured(self, rng):
         lines = []
@@ -113,7 +163,7 @@ class AdminProtocolTarget(Target):
     def check(self, data):
         clock = task.Clock()
         handler = FakeAdminHandler(STATUS, ALERTS)
-        proto = admin.AdminProtocol(handler, clock=clock, idle_timeout=self.IDLE)
+        proto = endpoint.AdminProtocol(handler, clock=clock, idle_timeout=self.IDLE)
         transport = StringTransport()
         rng = random.Random(data)  # the pieces depend on the input only: reproducible
         with logged_failures() as failures:
@@ -181,7 +231,7 @@ class AdminFactoryTarget(Target):
     def check(self, data):
         clock = task.Clock()
         handler = FakeAdminHandler(STATUS, ALERTS)
-        factory = admin.AdminFactory(handler, clock, idle_timeout=self.IDLE, max_connections=self.LIMIT)
+        factory = endpoint.AdminFactory(handler, clock, idle_timeout=self.IDLE, max_connections=self.LIMIT)
         open_ = []  # (protocol, transport) not yet reported lost
         pending = []  # Deferreds of requests in progress
         with logged_failures() as failures:
@@ -233,7 +283,7 @@ class AdminFactoryTarget(Target):
         proto = factory.buildProtocol(None)
         transport = StringTransport()
         proto.makeConnection(transport)
-        if isinstance(proto, admin.AdminProtocol):
+        if isinstance(proto, endpoint.AdminProtocol):
             if full and not any_idle:
                 raise Finding("a connection over the limit was accepted while every session was busy")
             open_.append((proto, transport))
@@ -262,6 +312,10 @@ class AdminFactoryTarget(Target):
 
 class AdminParseFuzzTests(FuzzTestMixin, SynchronousTestCase):
     target = AdminParseTarget()
+
+
+class AdminLineFuzzTests(FuzzTestMixin, SynchronousTestCase):
+    target = AdminLineTarget()
 
 
 class AdminProtocolFuzzTests(FuzzTestMixin, SynchronousTestCase):

@@ -1,6 +1,6 @@
 """Tests for the clp* commands against a real admin socket served by this process.
 
-The admin port (cpro.protocols.admin) listens on a UNIX socket in a temporary
+The admin port (cpro.services.admin) listens on a UNIX socket in a temporary
 directory with a fake handler; the commands run in a thread (they are
 blocking clients) or as a separate process.
 """
@@ -17,7 +17,8 @@ from twisted.internet import defer, reactor, threads, utils
 from twisted.trial import unittest
 
 from cpro.cli import clpcl, clpgrp, clprsc, clpstat, common
-from cpro.protocols.admin import AdminError, listen_admin
+from cpro.protocols.admin import AdminError
+from cpro.services.admin import listen_admin
 from cpro.testing.fakes import FakeAdminHandler
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

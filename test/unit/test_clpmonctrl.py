@@ -12,7 +12,8 @@ from twisted.trial import unittest
 
 from cpro import statusview
 from cpro.cli import clpmonctrl, clpstat
-from cpro.protocols.admin import AdminError, AdminRequest, UsageError, listen_admin, parse_request
+from cpro.protocols.admin import AdminError, AdminRequest, UsageError, parse_request
+from cpro.services.admin import listen_admin
 from cpro.testing.fakes import FakeAdminHandler
 
 STATUS = {

@@ -653,7 +653,7 @@ class AdminHandlerTests(ServiceTestCase):
     def handler(self, c):
         from types import SimpleNamespace
 
-        from cpro.services.node import AdminHandler
+        from cpro.services.admin import AdminHandler
 
         node = SimpleNamespace(controller=c.controller, heartbeat=SimpleNamespace(counters=lambda: {}))
         return AdminHandler(node)
