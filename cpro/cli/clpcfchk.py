@@ -2,11 +2,12 @@
 
     clpcfchk FILE [--json]
 
-Prints every error and warning (one per line, `error: PATH: message`),
-then a summary. Exit status: 0 valid (warnings allowed), 1 errors found,
-2 usage error or unreadable file. Besides the loader's checks it looks at
-the local host where that is cheap: OS-action commands present, keyfile
-not readable by others, user log directories present (all as warnings).
+Prints every error and warning (one per line, `error: PATH: message`,
+control characters escaped), then a summary. Exit status: 0 valid
+(warnings allowed), 1 errors found, 2 usage error or unreadable file.
+Besides the loader's checks it looks at the local host where that is
+cheap: OS-action commands present, keyfile not readable by others, user
+log directories present (all as warnings).
 """
 
 import argparse
@@ -15,6 +16,7 @@ import os
 import shutil
 import stat
 import sys
+import unicodedata
 import xml.etree.ElementTree as ET
 
 from cpro.config import ConfigError, ConfigFileError, load_config
@@ -79,6 +81,24 @@ def _keyfile_warnings(config, config_path):
     return []
 
 
+def printable(text):
+    """text with control and format characters escaped.
+
+    Paths carry attribute values from the file: a newline would split a
+    problem over two lines, a terminal escape or bidi override would
+    change what the operator sees.
+    """
+    if text.isprintable():
+        return text
+    return "".join(c.encode("unicode_escape").decode("ascii") if _hidden(c) else c for c in text)
+
+
+def _hidden(c):
+    """True for a character that moves the cursor or hides (controls, separators)."""
+    category = unicodedata.category(c)
+    return category[0] == "C" or category in ("Zl", "Zp")
+
+
 def _report(out, path, errors, warnings, as_json, digest=None):
     if as_json:
         json.dump({
@@ -91,9 +111,10 @@ def _report(out, path, errors, warnings, as_json, digest=None):
         out.write("\n")
         return
     for p in errors:
-        out.write(f"error: {p.path}: {p.message}\n")
+        out.write(f"error: {printable(p.path)}: {printable(p.message)}\n")
     for p in warnings:
-        out.write(f"warning: {p.path}: {p.message}\n")
+        out.write(f"warning: {printable(p.path)}: {printable(p.message)}\n")
+    path = printable(path)
     if errors:
         out.write(f"clpcfchk: {path}: {len(errors)} error(s), {len(warnings)} warning(s)\n")
     else:

@@ -71,7 +71,7 @@ def load_config_text(text, base_dir, source_name="<text>"):
         text = text.removeprefix("\ufeff")
         root = parse(text)
     except ConfigSyntaxError as e:
-        raise ConfigError([Problem(source_name, str(e))])
+        raise ConfigError([Problem(e.path or source_name, str(e))])
     report = Report()
     config = load_tree(root, base_dir, report)
     warnings = tuple(report.warnings)

@@ -26,10 +26,11 @@ from cpro.config.model import (
     NetworkPartitionConfig,
     PingTarget,
 )
-from cpro.config.xmltree import Subtree, check_integer, unsupported_parameter
+from cpro.config.xmltree import ConfigSyntaxError, Subtree, check_integer, read_small_file, unsupported_parameter
 from cpro.plugins import FORCED_STOP_METHODS
 
 DEVICE_TYPES = ("com", "disk", "bmc", "witness", "ping", "http")
+MAX_PASSWORD_FILE_BYTES = 4096  # an IPMI password is at most 20 bytes
 
 NP_ACTIONS = {0: "none", 1: "stop the cluster service", 2: "stop the cluster service and shut down the OS",
               3: "stop the cluster service and reboot the OS"}
@@ -114,12 +115,17 @@ def _read_bmc(report, node, info):
 
 
 def _read_secret(report, node):
+    """The password held in the file node names (UTF-8, blanks around it removed)."""
     name = node.text()
     try:
-        with open(name, encoding="utf-8") as f:
-            return f.read(4096).strip()
-    except OSError as e:
-        report.error(node.path, f"cannot read {name}: {e.strerror or e}")
+        data = read_small_file(name, MAX_PASSWORD_FILE_BYTES, "password file")
+    except ConfigSyntaxError as e:
+        report.error(node.path, str(e))
+        return None
+    try:
+        return data.decode("utf-8").strip()
+    except UnicodeDecodeError as e:
+        report.error(node.path, f"password file {name} is not UTF-8 text (byte {e.start})")
         return None
 
 

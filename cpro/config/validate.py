@@ -32,7 +32,7 @@ from cpro.config.model import (
     ResourceConfig,
     ServerConfig,
 )
-from cpro.config.xmltree import Node, check_integer
+from cpro.config.xmltree import ConfigSyntaxError, Node, check_integer, read_small_file
 from cpro.config.xmltree import unsupported_parameter as _unsupported_parameter
 
 PORT_PURPOSES = ("internal", "lanhb", "alert", "lankhb")
@@ -207,13 +207,9 @@ class _Loader:
             return None
         path = os.path.join(self.base_dir, name)
         try:
-            with open(path, "rb") as f:
-                key = f.read(MAX_KEYFILE_BYTES + 1)
-        except OSError as e:
-            self.error(keyfile_node.path, f"cannot read keyfile {path}: {e.strerror or e}")
-            return None
-        if len(key) > MAX_KEYFILE_BYTES:
-            self.error(keyfile_node.path, f"keyfile {path} is larger than {MAX_KEYFILE_BYTES} bytes")
+            key = read_small_file(path, MAX_KEYFILE_BYTES, "keyfile")
+        except ConfigSyntaxError as e:
+            self.error(keyfile_node.path, str(e))
             return None
         key = key.strip()
         if not key:

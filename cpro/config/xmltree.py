@@ -1,8 +1,10 @@
 """Reading clp.conf safely and walking it in the original's path language.
 
 This module turns bytes or text into an ElementTree (refusing DOCTYPE and
-entity declarations and oversized files, so no entity expansion can happen),
-computes the configuration digest, and offers L{Node}: an element with its
+entity declarations, oversized files and absurd nesting, so no entity
+expansion or quadratic walk can happen), reads the small files a clp.conf
+names (keyfile, password files) without blocking on a FIFO or reading past a
+bound, computes the configuration digest, and offers L{Node}: an element with its
 clp.conf path (C{/root/group@failover1/policy@srv1}) that reads typed values,
 records problems, and reports the children nobody asked for, so that no
 element is ever silently ignored.
@@ -10,12 +12,28 @@ element is ever silently ignored.
 
 import codecs
 import hashlib
+import os
 import re
+import stat
 import xml.etree.ElementTree as ET
 
 from cpro.config.model import Problem
 
 MAX_CONFIG_BYTES = 10 * 1024 * 1024
+# clp.conf is at most about eight levels deep; canonicalisation (the digest)
+# is quadratic in the depth, so a file nested thousands deep would stall a load.
+MAX_DEPTH = 32
+# A 64-bit value has 20 characters with its sign; longer text is never a
+# useful value, and int() refuses runs past 4300 digits with a ValueError.
+MAX_INTEGER_CHARS = 24
+# Longer values are shown cut short in messages (one readable line each).
+MAX_SHOWN_CHARS = 40
+
+# Codecs Python knows that are not character sets of a text file: they turn
+# escapes into markup (\u003c -> <), produce lone surrogates or fail
+# with their own exceptions. CLUSTERPRO writes UTF-8, EUC-JP or Shift_JIS.
+_NOT_CHARSETS = frozenset({"idna", "punycode", "unicode_escape", "raw_unicode_escape",
+                           "undefined", "utf_7"})
 
 # Elements whose path form uses the 'id' attribute instead of 'name'
 # (REFERENCE 1.2: clpconfin.c).
@@ -35,7 +53,21 @@ def unsupported_parameter(node):
 
 
 class ConfigSyntaxError(Exception):
-    """The text is not a clp.conf we are willing to parse; str() says why."""
+    """The text is not a clp.conf we are willing to parse; str() says why.
+
+    An optional path names the element at fault (else the source file).
+    """
+
+    def __init__(self, message, path=None):
+        super().__init__(message)
+        self.path = path
+
+
+def shown(text):
+    """text as it appears in a message: quoted, escaped, cut short when long."""
+    if len(text) <= MAX_SHOWN_CHARS:
+        return repr(text)
+    return f"{text[:MAX_SHOWN_CHARS // 2]!r}... ({len(text)} characters)"
 
 
 class Report:
@@ -65,13 +97,27 @@ def decode(data):
     else:
         match = _DECLARED_ENCODING.match(data[:200])
         encoding = match.group(1).decode("ascii") if match else "utf-8"
+    _check_charset(encoding)
     try:
         return data.decode(encoding)
-    except LookupError:
+    except LookupError:  # a codec that is not bytes -> str (rot13, zlib, ...)
         raise ConfigSyntaxError(f"unknown encoding {encoding!r} in the XML declaration")
     except UnicodeDecodeError as e:
         line = data[: e.start].count(b"\n") + 1
         raise ConfigSyntaxError(f"not valid {encoding} text: line {line}, byte {e.start}")
+    except ValueError as e:  # UnicodeError and kin raised by a codec's own checks
+        raise ConfigSyntaxError(f"not valid {encoding} text: {e}")
+
+
+def _check_charset(encoding):
+    """Refuse an encoding name Python does not know or that is no character set."""
+    try:
+        name = codecs.lookup(encoding).name.replace("-", "_")
+    except LookupError:
+        raise ConfigSyntaxError(f"unknown encoding {encoding!r} in the XML declaration")
+    if name in _NOT_CHARSETS:
+        raise ConfigSyntaxError(f"encoding {encoding!r} in the XML declaration is not a "
+                                f"character set for a clp.conf; use UTF-8")
 
 
 def parse(text):
@@ -88,9 +134,51 @@ def parse(text):
         root = ET.fromstring(text)
     except ET.ParseError as e:
         raise ConfigSyntaxError(f"XML syntax error: {e}")
+    except ValueError as e:  # a str that is no XML text (a lone surrogate)
+        raise ConfigSyntaxError(f"not XML text: {e}")
     if root.tag != "root":
-        raise ConfigSyntaxError(f"the document element is <{root.tag}>, expected <root>")
+        raise ConfigSyntaxError(f"the document element is {shown(root.tag)}, expected <root>")
+    _check_depth(root)
     return root
+
+
+def _check_depth(root):
+    """Refuse elements nested deeper than MAX_DEPTH, naming the first one."""
+    # ElementPath walks level by level (no recursion, linear in the elements).
+    too_deep = root.find("/".join(["*"] * MAX_DEPTH))
+    if too_deep is None:
+        return
+    parents = {child: parent for parent in root.iter() for child in parent}
+    chain = [too_deep]
+    while chain[-1] in parents and parents[chain[-1]] is not root:
+        chain.append(parents[chain[-1]])
+    path = "/".join(["/root"] + [segment(e) for e in reversed(chain)])
+    raise ConfigSyntaxError(f"elements are nested more than {MAX_DEPTH} levels deep", path)
+
+
+def read_small_file(path, limit, what="file"):
+    """The bytes of the regular file path, at most limit bytes long.
+
+    Opened without blocking (a FIFO would stall the load forever) and read
+    only to limit + 1 bytes. Raises ConfigSyntaxError with a message that
+    names what the file is for and its path.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except (OSError, ValueError) as e:  # ValueError: a NUL in the path
+        raise ConfigSyntaxError(f"cannot read {what} {path}: {getattr(e, 'strerror', None) or e}")
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ConfigSyntaxError(f"{what} {path} is not a regular file")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(limit + 1)
+    except OSError as e:
+        raise ConfigSyntaxError(f"cannot read {what} {path}: {e.strerror or e}")
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise ConfigSyntaxError(f"{what} {path} is larger than {limit} bytes")
+    return data
 
 
 def digest(text):
@@ -191,8 +279,8 @@ class Node:
 
 def check_integer(text, path, report, limits=None):
     """Parse a decimal integer and check it; record an error and return None if bad."""
-    if not _INTEGER.match(text):
-        report.error(path, f"{text!r} is not an integer")
+    if len(text) > MAX_INTEGER_CHARS or not _INTEGER.match(text):
+        report.error(path, f"{shown(text)} is not an integer")
         return None
     value = int(text)
     if isinstance(limits, frozenset):

@@ -160,3 +160,62 @@ class ClpcfchkTests(SynchronousTestCase):
             self.assertEqual(code, 0, out)
             self.assertTrue(out.endswith(f"clpcfchk: {path} is valid"
                                          f" ({out.count('warning:')} warning(s))\n"), out)
+
+
+class HostileFileTests(SynchronousTestCase):
+    """Whatever is wrong in the files, clpcfchk prints one line per problem
+    naming the element or file, and no traceback."""
+
+    def setUp(self):
+        self.base = os.path.abspath(self.mktemp())
+        os.makedirs(self.base)
+
+    def check(self, data, path_fragment, message_fragment, name="clp.conf"):
+        path = os.path.join(self.base, name)
+        with open(path, "wb") as f:
+            f.write(data)
+        out, err = io.StringIO(), io.StringIO()
+        code = main([path], stdout=out, stderr=err)
+        out, err = out.getvalue(), err.getvalue()
+        self.assertEqual(code, 1, out)
+        self.assertEqual(err, "")
+        self.assertNotIn("Traceback", out)
+        lines = out.splitlines()
+        for line in lines:
+            self.assertTrue(line.startswith(("error: ", "warning: ", "clpcfchk: ")), line)
+            self.assertLess(len(line), 400)
+        errors = [line for line in lines if line.startswith("error: ")]
+        self.assertTrue(any(path_fragment in line and message_fragment in line for line in errors), out)
+        self.assertEqual(lines[-1], f"clpcfchk: {path}: {len(errors)} error(s), "
+                                    f"{out.count(chr(10) + 'warning: ') + out.startswith('warning: ')} warning(s)")
+        return path, errors
+
+    def test_integer_with_thousands_of_digits(self):
+        text = VALID.format(extra="").replace("<priority>0</priority>", f"<priority>{'9' * 5000}</priority>", 1)
+        self.check(text.encode(), "error: /root/server@srv1/priority: ", "(5000 characters) is not an integer")
+
+    def test_unusable_encoding(self):
+        data = b'<?xml version="1.0" encoding="punycode"?>' + VALID.format(extra="").encode()
+        path, _ = self.check(data, "error: ", "'punycode'")
+        self.assertIn(f"error: {path}: ", self.check(data, "", "punycode")[1][0])
+
+    def test_password_file_not_utf8(self):
+        password = os.path.join(self.base, "bmc.pw")
+        with open(password, "wb") as f:
+            f.write("pässword".encode("latin-1"))
+        bmc = (f'<device id="600"><type>bmc</type><info>192.168.0.9</info>'
+               f'<passwordfile>{password}</passwordfile></device></server>')
+        text = VALID.format(extra="").replace("</server>", bmc, 1)
+        self.check(text.encode(), "error: /root/server@srv1/device@600/passwordfile: ",
+                   f"password file {password} is not UTF-8 text")
+
+    def test_deep_nesting(self):
+        text = VALID.format(extra="<x>" * 50000 + "</x>" * 50000)
+        self.check(text.encode(), "error: /root/x/x/", "nested more than")
+
+    def test_control_characters_are_escaped(self):
+        """A name holding a newline or a terminal escape stays on its line, inert."""
+        # XML 1.0 allows C1 controls (0x9b is an 8-bit CSI) and bidi overrides.
+        text = VALID.format(extra="").replace('<server name="srv1">', '<server name="s&#10;r&#x9b;2J&#x202e;v">')
+        _, errors = self.check(text.encode(), "error: /root/server@s\\nr\\x9b2J\\u202ev", "")
+        self.assertTrue(errors)

@@ -1,6 +1,7 @@
 """Tests for cpro.config: loading clp.conf, defaults, validation, order, digest."""
 
 import os
+import sys
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -8,7 +9,7 @@ from cpro.config import ConfigError, ConfigFileError, load_config, load_config_t
 from cpro.config.defaults import DEFAULTS
 from cpro.config.model import ClusterConfig, Ports
 from cpro.config.order import activation_order
-from cpro.config.xmltree import MAX_CONFIG_BYTES
+from cpro.config.xmltree import MAX_CONFIG_BYTES, MAX_DEPTH
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -808,3 +809,63 @@ class ExampleTests(SynchronousTestCase):
         self.assertEqual(f2.policy, ("srv2", "srv3", "srv1"))
         self.assertEqual((f1.exclusive, f2.exclusive), (1, 1))
         self.assertEqual(f2.resources, ("exec2", "exec3"))
+
+
+class HostileInputTests(ConfigTestMixin, SynchronousTestCase):
+    """Whatever is wrong in an operator's file comes out as a ConfigError
+    naming the element or the file, never as another exception."""
+
+    def test_integer_with_thousands_of_digits(self):
+        """A digit run past int()'s conversion limit is an error of its element."""
+        for digits in ("9" * 5000, "0" * 5000 + "1", "-" + "1" * 100000):
+            cluster = ("<cluster><name>c1</name><key>k</key><heartbeat>"
+                       f"<interval>{digits}</interval></heartbeat></cluster>")
+            problem = self.assertError("/root/cluster/heartbeat/interval", "not an integer", cluster=cluster)
+            self.assertLess(len(problem.message), 200)  # the value is shown cut short
+
+    def test_integer_limit_not_changed(self):
+        """Loading neither raises nor lifts the interpreter's digit limit."""
+        limit = sys.get_int_max_str_digits()
+        self.assertError("/root/group@failover1/start", "not an integer",
+                         groups=f'<group name="failover1"><resource name="exec@exec1"/><start>{"1" * 4301}</start></group>')
+        self.assertEqual(sys.get_int_max_str_digits(), limit)
+
+    def test_unusable_declared_encodings(self):
+        """Codecs that are not character sets, or fail in their own way, name the source."""
+        for encoding in ("punycode", "undefined", "unicode_escape", "raw_unicode_escape", "idna", "utf-7"):
+            data = f'<?xml version="1.0" encoding="{encoding}"?>'.encode("ascii") + conf().encode("ascii")
+            error = self.assertRaises(ConfigError, load_config_text, data, self.base, source_name="x.conf")
+            self.assertEqual([p.path for p in error.errors], ["x.conf"], encoding)
+            self.assertIn(encoding, error.errors[0].message)
+
+    def test_unusable_encoding_in_a_file(self):
+        path = os.path.join(self.base, "clp.conf")
+        with open(path, "wb") as f:
+            f.write(b'<?xml version="1.0" encoding="punycode"?><root/>')
+        error = self.assertRaises(ConfigError, load_config, path)
+        self.assertNotIsInstance(error, ConfigFileError)
+        self.assertEqual(error.errors[0].path, path)
+
+    def test_text_that_cannot_be_xml(self):
+        """A str with a lone surrogate (given by a caller) is a syntax problem."""
+        error = self.problems(conf(cluster="<cluster><name>c\ud800</name><key>k</key></cluster>"))
+        self.assertEqual(error.errors[0].path, "<text>")
+
+    def test_keyfile_not_a_regular_file(self):
+        """A keyfile that is a FIFO would block the load forever: refused."""
+        fifo = os.path.join(self.base, "key.fifo")
+        os.mkfifo(fifo)
+        self.assertError("/root/cluster/keyfile", "not a regular file",
+                         cluster="<cluster><name>c1</name><keyfile>key.fifo</keyfile></cluster>")
+
+    def test_deep_nesting(self):
+        """Elements nested far deeper than clp.conf goes are refused at once
+        (the digest's canonicalisation is quadratic in the depth)."""
+        deep = "<x>" * 100000 + "</x>" * 100000
+        error = self.problems(extra=deep)
+        self.assertEqual([p.path for p in error.errors], ["/root" + "/x" * MAX_DEPTH])
+        self.assertIn(f"nested more than {MAX_DEPTH} levels", error.errors[0].message)
+
+    def test_nesting_within_the_bound(self):
+        _, warnings = self.load(extra="<x>" * (MAX_DEPTH - 1) + "</x>" * (MAX_DEPTH - 1))
+        self.assertEqual([w.path for w in warnings], ["/root/x"])

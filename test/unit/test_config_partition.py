@@ -196,3 +196,41 @@ class ErrorTests(ConfigTestMixin, SynchronousTestCase):
         error = self.problems(cluster=cluster)
         self.assertProblem(error.errors, "/root/cluster/forcestop/method", "not bmc or script")
         self.assertProblem(error.errors, "/root/cluster/forcestop/action", "explode")
+
+
+class PasswordFileTests(ConfigTestMixin, SynchronousTestCase):
+    """A BMC password kept in a file (<passwordfile>)."""
+
+    def password_file(self, content):
+        path = os.path.join(self.base, "bmc.pw")
+        with open(path, "wb") as f:
+            f.write(content)
+        return path
+
+    def servers(self, path):
+        bmc = (f'<device id="600"><type>bmc</type><info>192.168.0.9</info><user>admin</user>'
+               f'<passwordfile>{path}</passwordfile></device>')
+        return server("srv1", 0, 1, bmc) + server("srv2", 1, 2)
+
+    def test_read(self):
+        path = self.password_file("pässword\n".encode("utf-8"))
+        config, _ = self.load(servers=self.servers(path))
+        self.assertEqual(config.server("srv1").bmc.password, "pässword")
+
+    def test_not_utf8(self):
+        """A password file in another encoding is an error naming the element and file."""
+        path = self.password_file("pässword\n".encode("latin-1"))
+        problem = self.assertError("/root/server@srv1/device@600/passwordfile", "not UTF-8",
+                                   servers=self.servers(path))
+        self.assertIn(path, problem.message)
+
+    def test_too_large(self):
+        """A password file is never silently cut short."""
+        path = self.password_file(b"x" * 5000)
+        self.assertError("/root/server@srv1/device@600/passwordfile", "larger than",
+                         servers=self.servers(path))
+
+    def test_missing(self):
+        path = os.path.join(self.base, "none.pw")
+        self.assertError("/root/server@srv1/device@600/passwordfile", "cannot read",
+                         servers=self.servers(path))
