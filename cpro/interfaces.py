@@ -33,7 +33,7 @@ class IGroupResource(Interface):
 
     Further keyword arguments, with production defaults, are the type's own
     seams for tests (a fake netlink, runner, ...). The contract-test mixin
-    L{cpro.testing.contracts.GroupResourceContractMixin} runs against every
+    L{cpro.testing.resource_contracts.GroupResourceContractMixin} runs against every
     implementation and fake.
     """
 
