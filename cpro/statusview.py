@@ -7,7 +7,8 @@ Status payload::
 
     {"cluster": {"name": "demo", "status": "Online"},
      "local": "srv1",
-     "servers": [{"name", "status", "priority", "heartbeats": [{"name", "status", "type"?}]}],
+     "servers": [{"name", "status", "priority", "config_generation"?,
+                  "heartbeats": [{"name", "status", "type"?}]}],
      "groups": [{"name", "status", "current", "resources": [names]}],
      "resources": [{"name", "type", "status", "current", "group"}],
      "monitors": [{"name", "type", "status",
@@ -134,6 +135,8 @@ def render_status(payload, detail=False):
         value = _status(server)
         if detail and server.get("priority") is not None:
             value = f"{value:<{STATUS_WIDTH}}priority {server['priority']}"
+            if server.get("config_generation") is not None:
+                value += f", configuration generation {server['config_generation']}"
         lines.append(_dotted(_server_prefix(server, local), value, column))
         for hb in server.get("heartbeats") or []:
             value = f"{_status(hb):<{STATUS_WIDTH}}{_kind(hb)}"

@@ -81,7 +81,8 @@ def makeService(options):
             _die(exitcodes.PERMISSION_DENIED, f"admin socket directory {sock_dir}: permission denied")
 
     node = ClusterNode(reactor, config, options["server"], state_dir, admin,
-                       autostart=not options["no-autostart"], after_crash=bool(options["after-crash"]))
+                       autostart=not options["no-autostart"], after_crash=bool(options["after-crash"]),
+                       config_path=options["config"])
     try:
         node.bind()
     except exitcodes.StartupError as e:

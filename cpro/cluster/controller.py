@@ -15,6 +15,7 @@ Ground rules that keep a group from ever running twice:
 """
 
 from dataclasses import dataclass, field
+from typing import Optional
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -45,6 +46,7 @@ class PeerReport:
     monitors: dict = field(default_factory=dict)  # monitor -> status dict (see _monitor_entry)
     monitor_recovery: bool = True  # recovery actions of monitors enabled on that server
     recovering: dict = field(default_factory=dict)  # group -> monitor whose recovery sequence runs
+    config_generation: Optional[int] = None  # the peer's configuration generation, if it said
 
     @classmethod
     def from_dict(cls, d):
@@ -71,11 +73,17 @@ class PeerReport:
                    resources={str(k): str(v) for k, v in dict(d.get("resources", {})).items()},
                    monitors={str(k): _monitor_entry(v) for k, v in _dict(d.get("monitors")).items()},
                    monitor_recovery=bool(d.get("monitor_recovery", True)),
-                   recovering={str(k): str(v) for k, v in _dict(d.get("recovering")).items()})
+                   recovering={str(k): str(v) for k, v in _dict(d.get("recovering")).items()},
+                   config_generation=_generation(d.get("config")))
 
 
 def _dict(value):
     return value if isinstance(value, dict) else {}
+
+
+def _generation(value):
+    generation = _dict(value).get("generation")
+    return generation if type(generation) is int and 0 <= generation < 2**63 else None
 
 
 def _monitor_entry(value):
@@ -139,6 +147,21 @@ class ClusterController(MonitorRecoveryActions):
         # Requests served by other parts of the node: op -> handler(op, args)
         # (live reconfiguration's config_* requests).
         self.call_handlers = {}
+        self.config_generation = 0  # pushes applied to this configuration (cpro.services.reconfig)
+
+    def reconfigure(self, config, groups, generation):
+        """Run with a new configuration from now on (live reconfiguration).
+
+        @param groups: group name -> LocalGroup for every group of config
+            (unchanged groups keep their object and state).
+        """
+        self.config = config
+        self.groups = groups
+        self.groups_by_name = {g.name: g for g in config.groups}
+        self.config_generation = generation
+        for name in [n for n in self._recovering if n not in groups]:
+            del self._recovering[name]
+        self.notify_changed()
 
     # -- views ---------------------------------------------------------------
 
@@ -154,6 +177,7 @@ class ClusterController(MonitorRecoveryActions):
             "groups": {n: g.state.value for n, g in self.groups.items()},
             "resources": resources,
             "recovering": dict(self._recovering),
+            "config": {"generation": self.config_generation, "digest": self.config.digest},
         }
         if self.monitors is not None:
             report.update(self.monitors.report(compact=True))

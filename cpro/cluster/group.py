@@ -50,6 +50,18 @@ class LocalGroup:
         self.lock = defer.DeferredLock()
         self.last_error = ""
 
+    def reconfigure(self, group_config, resource_configs):
+        """Take a new configuration of this group whose resources are the same
+        (live reconfiguration: policies, recovery settings, timeouts)."""
+        if tuple(group_config.resources) != tuple(self.config.resources):
+            raise ValueError(f"group {self.name}: its resources changed; build the group anew")
+        self.config = group_config
+        self._rcfg = dict(resource_configs)
+        for name, rcfg in resource_configs.items():
+            reconfigure = getattr(self._resources[name], "reconfigure", None)
+            if reconfigure is not None:  # types with settings that apply while active (exec timeouts)
+                reconfigure(rcfg)
+
     # -- state -------------------------------------------------------------
 
     def _set_state(self, new):

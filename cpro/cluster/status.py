@@ -41,8 +41,14 @@ def cluster_status(c):
             paths = c.membership.path_states(s.name)
         else:
             paths = {}
+        if s.name == c.local:
+            generation = c.config_generation
+        else:
+            report = c.reports.get(s.name)
+            generation = report.config_generation if report is not None and c.peer_up(s.name) else None
         servers.append({
             "name": s.name, "status": server_status(c, s.name).value, "priority": s.priority,
+            "config_generation": generation,
             "heartbeats": [{"name": hb.name, "type": hb.kind,
                             "status": paths.get(hb.name, PathState.UNKNOWN).value}
                            for hb in c.config.heartbeats if hb.name in paths or not paths],

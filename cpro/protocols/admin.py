@@ -15,6 +15,7 @@ One request per line, ``[json] VERB [ARGS...]`` (shell-like quoting)::
     monitor suspend|resume|clear [MONITOR] [--server SERVER]
     monitor dummy on|off [MONITOR] [--server SERVER]
     monitor recovery on|off
+    config check|push|pull DIR
     quit
 
 This module only parses and validates syntax (L{decode_line},
@@ -53,6 +54,8 @@ CLUSTER_ACTIONS = ("start", "stop", "restart", "suspend", "resume")
 GROUP_ACTIONS = ("start", "stop", "move")
 RESOURCE_ACTIONS = ("start", "stop")
 MONITOR_ACTIONS = ("suspend", "resume", "clear")  # plus 'dummy on|off' and 'recovery on|off'
+CONFIG_ACTIONS = ("check", "push", "pull")
+MAX_PATH = 4096
 SWITCHES = {"on": True, "off": False}
 STATUS_VIEWS = ("detail", "groupmap", "heartbeats", "monitors")
 _ALERT_COUNT = re.compile(r"[0-9]{1,10}")
@@ -66,6 +69,7 @@ USAGE = {
     "resource": "resource start|stop RESOURCE [--server SERVER]",
     "monitor": "monitor suspend|resume|clear [MONITOR] [--server SERVER] | "
                "monitor dummy on|off [MONITOR] [--server SERVER] | monitor recovery on|off",
+    "config": "config check|push|pull DIR  (DIR: an absolute path to a configuration directory)",
     "quit": "quit",
 }
 HELP_LINES = [
@@ -80,7 +84,7 @@ class AdminRequest:
 
     verb: str  # 'status', 'alerts', 'cluster', 'group', 'resource', 'monitor'
     action: Optional[str] = None  # 'start', 'stop', ...; the view for 'status'
-    target: Optional[str] = None  # group, resource or monitor name (None = all groups / monitors)
+    target: Optional[str] = None  # group, resource or monitor name (None = all); config: the directory
     server: Optional[str] = None  # --server: where to act / move destination
     all: bool = False  # --all: every server (cluster verb)
     count: Optional[int] = None  # alerts N
@@ -189,6 +193,12 @@ def parse_request(words):
             )
         if verb == "monitor":
             return _parse_monitor(args, usage)
+        if verb == "config":
+            if len(args) != 2 or args[0] not in CONFIG_ACTIONS:
+                raise usage
+            if not args[1].startswith("/") or "\0" in args[1] or len(args[1]) > MAX_PATH:
+                raise UsageError(f"not an absolute path: {args[1][:80]!r}")
+            return AdminRequest(verb, action=args[0], target=args[1])
     except UsageError as e:
         if str(e).startswith("usage:"):
             raise

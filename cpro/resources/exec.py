@@ -158,6 +158,12 @@ class ExecResource:
         # activate/deactivate run one at a time, in call order.
         self._lock = defer.DeferredLock()
 
+    def reconfigure(self, config):
+        """New timeouts (the only settings live reconfiguration changes on a
+        resource that may be active; anything else rebuilds the group)."""
+        self._config = config
+        self._params = config.params
+
     @property
     def pid(self):
         """Pid of the running asynchronous start script, else None."""

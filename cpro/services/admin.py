@@ -94,6 +94,10 @@ class AdminHandler:
                 return op(request.target, request.server).addErrback(self._refused)
             if verb == "monitor":
                 return r.monitor(action, request.target, request.server, request.switch).addErrback(self._refused)
+            if verb == "config":
+                reconfig = self.node.reconfig
+                op = {"check": reconfig.check, "push": reconfig.push, "pull": reconfig.pull}[action]
+                return defer.maybeDeferred(op, request.target).addErrback(self._refused)
             if verb == "resource":
                 op = {"start": r.resource_start, "stop": r.resource_stop}[action]
                 return defer.maybeDeferred(op, request.target, request.server).addErrback(self._refused)

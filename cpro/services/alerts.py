@@ -262,6 +262,15 @@ class AlertLog(service.MultiService):
             ) from e
         super().startService()
 
+    def reconfigure(self, config):
+        """A new configuration of the same cluster (live reconfiguration): the
+        log rotation settings and the peers' addresses apply from the next
+        write and send on."""
+        self._config = config
+        if self._file is not None:
+            self._file.rotateLength = config.alert_log_max_bytes
+            self._file.maxRotatedFiles = config.alert_log_backups
+
     def stopService(self):
         d = defer.maybeDeferred(super().stopService)
         d.addCallback(lambda _: self._close_port())

@@ -393,6 +393,12 @@ class InternalService(service.MultiService):
                 self.links[s.name] = link
                 link.setServiceParent(self)
 
+    def reconfigure(self, config):
+        """A new configuration with the same servers and ports (live
+        reconfiguration): its digest goes into the next handshakes, its text
+        to GetConfig."""
+        self.config = config
+
     def listen(self):
         """Bind the listening port (raises CannotListenError)."""
         local = self.config.server(self.local)

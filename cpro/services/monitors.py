@@ -132,23 +132,53 @@ class MonitorService(service.Service):
                                       monitor_state=self.monitor_state, hb_interval=config.hb_interval,
                                       hb_timeout=config.hb_timeout, reactor_lag=self.reactor_lag,
                                       os_actions=os_actions, os_action_commands=config.os_actions)
-        if types is None:
-            types = _RegisteredTypes()
+        self._types = types if types is not None else _RegisteredTypes()
         for m in config.monitors:
-            if not m.runs_on(local):
-                continue
-            cls = types.get(m.type)
-            if cls is None:
-                self.broken[m.name] = f"monitor type {m.type} is not available"
-                continue
-            try:
-                monitor = cls(reactor, m, m.params_on(local), self.env)
-            except Exception as e:  # a type refusing its parameters must not stop the daemon
-                self.broken[m.name] = f"{m.type}: {e}"
-                continue
-            self.runners[m.name] = MonitorRunner(reactor, m, monitor, alerts, on_error=self._on_error,
-                                                 on_normal=self._on_normal, on_change=self._changed)
-            self.escalations[m.name] = RecoveryEscalation(m.recovery)
+            if m.runs_on(local):
+                self._build(m)
+
+    def _build(self, m):
+        """The runner of monitor m (or why it cannot run, in broken)."""
+        cls = self._types.get(m.type)
+        if cls is None:
+            self.broken[m.name] = f"monitor type {m.type} is not available"
+            return
+        try:
+            monitor = cls(self.reactor, m, m.params_on(self.local), self.env)
+        except Exception as e:  # a type refusing its parameters must not stop the daemon
+            self.broken[m.name] = f"{m.type}: {e}"
+            return
+        self.runners[m.name] = MonitorRunner(self.reactor, m, monitor, self.alerts, on_error=self._on_error,
+                                             on_normal=self._on_normal, on_change=self._changed)
+        self.escalations[m.name] = RecoveryEscalation(m.recovery)
+
+    def reconfigure(self, config):
+        """Run the monitors of a new configuration (live reconfiguration):
+        monitors removed or changed stop, new and changed ones start as the
+        cluster state allows; the others keep running with their counters.
+        Returns (added, removed, changed) monitor names."""
+        old = {m.name: m for m in self.config.monitors if m.runs_on(self.local)}
+        new = {m.name: m for m in config.monitors if m.runs_on(self.local)}
+        self.config = config
+        self.env.hb_interval, self.env.hb_timeout = config.hb_interval, config.hb_timeout
+        self.env.os_action_commands = config.os_actions
+        changed = sorted(n for n in old.keys() & new.keys() if old[n] != new[n])
+        removed = sorted(old.keys() - new.keys())
+        added = sorted(new.keys() - old.keys())
+        for name in removed + changed:
+            runner = self.runners.pop(name, None)
+            if runner is not None:
+                self._stop_runner(runner)
+            self.escalations.pop(name, None)
+            self.broken.pop(name, None)
+        for name in added + changed:
+            self._build(new[name])
+            if name in self.broken and self.running:
+                self.alerts.emit("rm", 6, Level.ERROR, f"Monitor configuration of {name} is invalid. "
+                                                       f"({self.broken[name]})")
+        self.sync()
+        self.controller.notify_changed()
+        return added, removed, changed
 
     # -- lifecycle ---------------------------------------------------------
 

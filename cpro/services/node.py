@@ -21,6 +21,7 @@ from cpro.cluster.controller import ClusterController
 from cpro.cluster.group import LocalGroup
 from cpro.cluster.membership import Membership
 from cpro.cluster.states import ClusterServiceState, Level
+from cpro.config.diff import Need
 from cpro.protocols.heartbeat import StateDigest, new_incarnation
 from cpro.resources.ledger import LEDGER_NAME, Ledger, cleanup_leftovers, default_removers, release
 from cpro.system.runners import thread_runner
@@ -30,6 +31,8 @@ from cpro.services.heartbeat.service import HeartbeatBindError, HeartbeatService
 from cpro.services.internal import InternalService
 from cpro.services.monitors import MonitorService
 from cpro.services.partition.build import build_partition
+from cpro.services.reconfig import OPS as RECONFIG_OPS
+from cpro.services.reconfig import Reconfiguration
 from cpro.system.osactions import OSActions
 
 log = Logger()
@@ -57,7 +60,8 @@ class _MembershipEvents:
 
 
 class ClusterNode(service.MultiService):
-    def __init__(self, reactor, config, local, state_dir, admin_endpoint, autostart=True, after_crash=False):
+    def __init__(self, reactor, config, local, state_dir, admin_endpoint, autostart=True, after_crash=False,
+                 config_path=None):
         super().__init__()
         self.reactor = reactor
         self.config = config
@@ -83,14 +87,8 @@ class ClusterNode(service.MultiService):
         self._recovery = None
         self._stopping = False
 
-        groups = {}
-        for g in config.groups:
-            rcfgs = {n: config.resource(n) for n in g.resources}
-            # The group resource factory signature (cpro.interfaces.IGroupResource).
-            resources = {n: plugins.RESOURCE_TYPES.get(r.type).factory(reactor, r, log_dir, ledger=self.ledger)
-                         for n, r in rcfgs.items()}
-            groups[g.name] = LocalGroup(g, rcfgs, resources, local, self.alerts,
-                                        lambda: self.controller.notify_changed())
+        self.log_dir = log_dir
+        groups = {g.name: self._build_group(config, g) for g in config.groups}
         self.controller = ClusterController(reactor, config, local, groups, None, self.alerts,
                                             self.os_actions, token)
         self.internal = InternalService(reactor, config, local, token, self.controller, self.alerts)
@@ -118,9 +116,55 @@ class ClusterNode(service.MultiService):
         self.controller.monitors = self.monitors
         # The admin endpoint listens once the services run (listen_admin) and
         # stops before them (stopService); the operator request dispatch is its handler.
+        # Live reconfiguration (clpcfctrl --push): this server's part in every
+        # push, and the coordinator of the pushes asked for here.
+        self.reconfig = Reconfiguration(reactor, self.controller, self, config_path, state_dir,
+                                        thread_runner(reactor))
+        self.controller.config_generation = self.reconfig.generation
+        self.controller.call_handlers.update(dict.fromkeys(RECONFIG_OPS, self.reconfig.handle_call))
         self.admin = AdminService(reactor, admin_endpoint, AdminHandler(self))
         self.admin.setServiceParent(self)
         self._fetching = set()
+
+    def _build_group(self, config, group):
+        rcfgs = {n: config.resource(n) for n in group.resources}
+        # The group resource factory signature (cpro.interfaces.IGroupResource).
+        resources = {n: plugins.RESOURCE_TYPES.get(r.type).factory(self.reactor, r, self.log_dir, ledger=self.ledger)
+                     for n, r in rcfgs.items()}
+        return LocalGroup(group, rcfgs, resources, self.local, self.alerts, lambda: self.controller.notify_changed())
+
+    # -- live reconfiguration (IConfigApplier) ------------------------------------
+
+    def apply_config(self, new, plan):
+        """Run with configuration new from now on, as far as plan says it can
+        be applied live; the coordinator has stopped the groups to restart and
+        suspended the cluster where the plan needs it. Returns a Deferred
+        firing the lines that say what was applied."""
+        if plan.need is Need.SERVICE_RESTART:
+            return defer.succeed(["installed; it takes effect when the cluster daemon restarts "
+                                  "(ports, servers, heartbeat paths, the cluster name or key changed)"])
+        old, controller = self.config, self.controller
+        groups = {}
+        for g in new.groups:
+            current = controller.groups.get(g.name)
+            rcfgs = {n: new.resource(n) for n in g.resources}
+            if current is None or g.name in plan.groups_to_restart or tuple(g.resources) != current.config.resources:
+                groups[g.name] = self._build_group(new, g)
+            else:
+                current.reconfigure(g, rcfgs)
+                groups[g.name] = current
+        self.config = new
+        controller.reconfigure(new, groups, self.reconfig.generation)
+        if new.hb_timeout != old.hb_timeout:
+            self.membership.reset_timeout(new.hb_timeout)
+        if new.hb_interval != old.hb_interval:
+            self.heartbeat.set_interval(new.hb_interval)
+        self.monitors.reconfigure(new)
+        self.os_actions.reconfigure(new.os_actions)
+        self.alerts.reconfigure(new)
+        self.internal.reconfigure(new)
+        self._state_changed()
+        return defer.succeed([f"{c.what}: {c.need.describe}" for c in plan.changes])
 
     # -- startup ---------------------------------------------------------------
 

@@ -124,8 +124,10 @@ class Reconfiguration:
         # Operator requests (group stop/start, cluster suspend/resume) for the cluster-wide steps.
         self.requests = requests if requests is not None else OperatorRequests(controller)
         self.applier = applier
-        self.config_path = os.path.abspath(config_path)
-        self.config_dir = os.path.dirname(self.config_path)
+        # None: the daemon was built without a configuration file (tests);
+        # pushes are then refused.
+        self.config_path = os.path.abspath(config_path) if config_path else None
+        self.config_dir = os.path.dirname(self.config_path) if config_path else None
         self.state_dir = os.path.abspath(state_dir)
         self.runner = runner  # runner(fn, *args) -> Deferred: blocking file work off the reactor thread
         self.generations = Generation(state_dir)
@@ -136,9 +138,22 @@ class Reconfiguration:
 
     # -- coordinator -----------------------------------------------------------
 
+    def _require_path(self):
+        if self.config_path is None:
+            raise OperationError("this daemon was started without a configuration file path")
+
+    @defer.inlineCallbacks
+    def pull(self, directory):
+        """Write this server's configuration directory into directory."""
+        self._require_path()
+        bundle = yield self._read(self.config_dir)
+        yield self.runner(install_bundle, bundle, directory)
+        return {"server": self.controller.local, "generation": self.generation, "directory": directory}
+
     @defer.inlineCallbacks
     def check(self, directory):
         """What pushing directory would change (nothing is sent anywhere)."""
+        self._require_path()
         bundle = yield self._read(directory)
         staging = os.path.join(self.state_dir, "config.check")
         new_config, warnings = yield self._load_staged(bundle, staging)
@@ -148,6 +163,7 @@ class Reconfiguration:
     def push(self, directory):
         """Distribute directory to every running server and apply it there.
         Fires the report; fails with OperationError (every error, nothing changed)."""
+        self._require_path()
         if self._held is not None:
             raise OperationError(self._busy())
         if self._pushing:
@@ -269,6 +285,7 @@ class Reconfiguration:
 
     @defer.inlineCallbacks
     def _prepare(self, token, coordinator):
+        self._require_path()
         if self._held is not None:
             raise OperationError(self._busy())
         blob = self._staged.pop(token, None)

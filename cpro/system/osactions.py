@@ -25,6 +25,10 @@ class OSActions:
         self._local = local
         self._timeout = timeout
 
+    def reconfigure(self, commands):
+        """Use new commands from the next action on (live reconfiguration)."""
+        self._commands = commands
+
     @defer.inlineCallbacks
     def run(self, action, reason):
         argv = getattr(self._commands, action, None)

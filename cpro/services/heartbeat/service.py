@@ -125,6 +125,18 @@ class HeartbeatService(MultiService):
         sockets = [p.stop_listening() for p in reversed(self.paths)]
         return defer.gatherResults([children] + sockets, consumeErrors=True)
 
+    def set_interval(self, interval):
+        """Send at a new interval from the next beat on (live reconfiguration)."""
+        if not interval > 0:
+            raise HeartbeatConfigError("the heartbeat interval must be positive")
+        self._interval = interval
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+            self._loop = task.LoopingCall(self._beat_round)
+            self._loop.clock = self._reactor
+            self._loop.start(self._interval, now=False).addErrback(
+                lambda f: log.failure("heartbeat loop stopped: peers will see this server as down", f))
+
     def send_now(self):
         """Send an extra beat round now (e.g. after a placement change, so peers converge fast)."""
         if self._loop is not None:
