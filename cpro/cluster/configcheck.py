@@ -33,6 +33,14 @@ class PeerRun:
 
     service: str  # its ClusterServiceState value
     incarnation: str  # its Incarnation, as text
+    generation: Optional[int] = None  # its configuration generation (pushes applied), if it said
+
+
+def newer_configuration(local_generation, peer_run):
+    """True if the peer runs a configuration pushed after this server's (a
+    server that was down during a push): this server adopts it instead of
+    refusing to run."""
+    return peer_run is not None and peer_run.generation is not None and peer_run.generation > local_generation
 
 
 def refusal(local, service, incarnation, master, master_up, peer, peer_run: Optional[PeerRun]):

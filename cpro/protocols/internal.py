@@ -60,6 +60,7 @@ class Authenticate(amp.Command):
         (b"config", amp.Unicode()),  # the responder's configuration digest
         (b"service", amp.Unicode()),  # the responder's cluster service state (ClusterServiceState value)
         (b"proof", amp.String()),
+        (b"generation", amp.Integer(optional=True)),  # the responder's configuration generation
     ]
     errors = {AuthenticationFailed: b"AUTH_FAILED"}
     fatalErrors = {AuthenticationFailed: b"AUTH_FAILED"}

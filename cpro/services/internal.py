@@ -172,6 +172,7 @@ class InternalProtocol(amp.AMP):
             hub.config_mismatch(server, f"{server} has {config[:12]}, {hub.local} has {hub.config.digest[:12]}")
         return {"server": hub.local, "incarnation": hub.incarnation, "config": hub.config.digest,
                 "service": hub.controller.service.value,
+                "generation": hub.controller.config_generation,
                 "proof": wire.proof(hub.config.key, "server", cluster, server, self._server_nonce, nonce,
                                     hub.fingerprint, config)}
 
@@ -317,7 +318,7 @@ class PeerLink(service.Service):
                 # Authenticated, but another configuration: only GetConfig is allowed.
                 yield hub.config_mismatch(self.name, f"{self.name} has {r['config'][:12]}, "
                                                      f"{hub.local} has {hub.config.digest[:12]}", via=p,
-                                          peer_run=PeerRun(r["service"], r["incarnation"]))
+                                          peer_run=PeerRun(r["service"], r["incarnation"], r.get("generation")))
                 raise ConfigurationDiffers()
         except Exception as e:
             if not isinstance(e, ConfigurationDiffers):

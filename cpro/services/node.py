@@ -9,6 +9,7 @@ daemon with a documented exit code instead of a traceback.
 
 import errno
 import os
+import sys
 import time
 
 from twisted.application import service
@@ -125,6 +126,7 @@ class ClusterNode(service.MultiService):
         self.admin = AdminService(reactor, admin_endpoint, AdminHandler(self))
         self.admin.setServiceParent(self)
         self._fetching = set()
+        self._adopting = False
 
     def _build_group(self, config, group):
         rcfgs = {n: config.resource(n) for n in group.resources}
@@ -248,6 +250,19 @@ class ClusterNode(service.MultiService):
         log.failure("cpro cannot run", failure)
         self.exit(code, str(err))
 
+    def restart_in_place(self, reason):
+        """Run this daemon again from the start, in this process (same pid, so
+        a supervisor keeps watching it): for a server that has not started its
+        service yet and must run another configuration."""
+        log.warn("restarting the cluster daemon: {reason}", reason=reason)
+        try:
+            os.write(2, f"cpro: restarting: {reason}\n".encode())
+        except OSError:
+            pass
+        argv = list(getattr(sys, "orig_argv", None) or [sys.executable, *sys.argv])
+        self.reactor.callLater(0, _reexec, argv,
+                               lambda e: self.exit(exitcodes.INTERNAL_ERROR, f"restarting the daemon failed: {e}"))
+
     def exit(self, code, message):
         """End the daemon with a documented exit code."""
         self.exit_code = code
@@ -340,6 +355,19 @@ class ClusterNode(service.MultiService):
                                   self.membership.is_up(master), server, peer_run)
         if who is None:
             return
+        if configcheck.newer_configuration(self.reconfig.generation, peer_run) and not self._adopting:
+            # This server was down during a push: it takes the newer
+            # configuration and starts again with it, instead of refusing.
+            self._adopting = True
+            try:
+                digest, text = yield self.internal.fetch_config(via)
+                yield self.reconfig.adopt(text, peer_run.generation, server)
+            except Exception as e:
+                log.error("adopting the newer configuration of {s} failed: {e}", s=server, e=e)
+                detail = f"{detail}; adopting its newer configuration failed: {e}"
+            else:
+                self.restart_in_place(f"configuration generation {peer_run.generation} adopted from {server}")
+                return
         saved = os.path.join(self.state_dir, f"clp.conf.{server}")
         try:
             digest, text = yield self.internal.fetch_config(via)
@@ -350,6 +378,13 @@ class ClusterNode(service.MultiService):
             where = f"fetching its copy failed: {e}"
         self.exit(exitcodes.CONFIG_MISMATCH,
                   f"the configuration differs from that of {who} ({detail}); refusing to run; {where}")
+
+
+def _reexec(argv, on_failure):
+    try:
+        os.execv(sys.executable, argv)
+    except OSError as e:
+        on_failure(e)
 
 
 def _bind_error(exc, message):

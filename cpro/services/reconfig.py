@@ -352,6 +352,29 @@ class Reconfiguration:
         return (f"another configuration push (from {self._held.coordinator}) is in progress; "
                 "try again when it has ended")
 
+    # -- a server that was down during a push --------------------------------------
+
+    @defer.inlineCallbacks
+    def adopt(self, text, generation, source):
+        """Install clp.conf text of a newer generation, fetched from the peer
+        source, into this server's configuration directory (the old file kept
+        as clp.conf.prev). Validated first, as it would be installed; fails
+        with OperationError naming every error, and then nothing changed.
+        The caller restarts the daemon to run it."""
+        self._require_path()
+        bundle = Bundle.from_wire([{"path": CONFIG_NAME, "mode": 0o600, "data": text.encode().decode("latin-1")}])
+        staging = os.path.join(self.state_dir, "config.adopt")
+        try:
+            new_config, _ = yield self._load_staged(bundle, staging)
+        except OperationError as e:
+            raise OperationError(f"the configuration of {source} (generation {generation}) does not load "
+                                 f"here: {e}") from None
+        yield self.runner(install_bundle, bundle, self.config_dir)
+        # The digest of the file as installed (the staged copy had the same text).
+        yield self.runner(self.generations.write, generation, new_config.digest)
+        self.generation = generation
+        return new_config
+
     # -- helpers ---------------------------------------------------------------
 
     def _read(self, directory):

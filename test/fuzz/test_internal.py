@@ -29,6 +29,7 @@ CLOSED = failure.Failure(error.ConnectionDone())
 
 class RecordingController:
     service = ClusterServiceState.RUNNING
+    config_generation = 0
 
     def __init__(self):
         self.calls = []

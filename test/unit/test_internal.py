@@ -37,6 +37,7 @@ class FakeController:
         self.reports = []
         self.calls = []
         self.service = ClusterServiceState.STARTING
+        self.config_generation = 0
 
     def local_report(self):
         return {"server": self.name, "version": 1}

@@ -1,0 +1,66 @@
+"""Live reconfiguration, real daemons: a server that was down during a push
+runs the new configuration after it starts (it adopts the master's newer
+generation and restarts in place)."""
+
+import os
+import shutil
+
+from twisted.internet import defer
+
+from test.integration.test_cluster import ClusterTestCase, one_group, online_on
+
+MONITOR = """<types name="genw"/>
+<genw name="genw1">
+  <polling><interval>1</interval><timeout>10</timeout></polling>
+  <relation><type>cls</type><name>LocalServer</name></relation>
+  <parameters><path>/bin/true</path></parameters>
+</genw>"""
+
+
+def read(path):
+    with open(path) as f:
+        return f.read()
+
+
+def monitor_status(status, name):
+    for m in status.get("monitors") or []:
+        if m.get("name") == name:
+            return m
+    return None
+
+
+class LateServerTests(ClusterTestCase):
+    @defer.inlineCallbacks
+    def test_a_server_stopped_during_the_push_runs_the_new_configuration_after_it_starts(self):
+        lab = yield self.make_cluster(groups=[one_group()])
+        etc = {}
+        for name in lab.names:  # each server its own configuration directory, as in production
+            etc[name] = os.path.join(lab.workdir, f"etc-{name}")
+            os.makedirs(etc[name])
+            shutil.copy(lab.config_path, os.path.join(etc[name], "clp.conf"))
+            lab.start(name, config=os.path.join(etc[name], "clp.conf"))
+        yield lab.wait_until(online_on("failover1", "srv1", lab.names), timeout=60, what="failover1 on srv1")
+        yield lab.stop("srv2")
+        yield lab.wait_until(lambda st: all(hb["status"] != "Normal" for s in st["srv1"]["servers"]
+                                            if s["name"] == "srv2" for hb in s["heartbeats"]),
+                             names=["srv1"], what="srv1 hears srv2 no more")
+
+        new = os.path.join(lab.workdir, "new")
+        os.makedirs(new)
+        with open(os.path.join(new, "clp.conf"), "w") as f:
+            f.write(read(lab.config_path).replace("<monitor>", "<monitor>" + MONITOR))
+        report = yield lab.admin("srv1", f"config push {new}")
+        self.assertEqual(report["result"]["code"], 0, report)
+        self.assertEqual(report["absent"], ["srv2"])
+        self.assertNotIn("genw1", read(os.path.join(etc["srv2"], "clp.conf")))
+
+        lab.start("srv2", config=os.path.join(etc["srv2"], "clp.conf"))  # with its old file
+        yield lab.wait_until(
+            lambda st: all(st[n]["cluster"]["status"] == "Online" for n in lab.names)
+            and all((monitor_status(st[n], "genw1") or {}).get("status") == "Normal" for n in lab.names),
+            timeout=60, what="srv2 back with the new configuration, genw1 Normal on both")
+        self.assertEqual(read(os.path.join(etc["srv2"], "clp.conf")), read(os.path.join(new, "clp.conf")))
+        self.assertTrue(os.path.exists(os.path.join(etc["srv2"], "clp.conf.prev")))
+        status = yield lab.admin("srv1", "status")
+        self.assertEqual({s["name"]: s["config_generation"] for s in status["servers"]}, {"srv1": 1, "srv2": 1})
+        self.assertIn("configuration generation 1 adopted from srv1", read(os.path.join(lab.workdir, "srv2.out")))
