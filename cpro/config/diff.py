@@ -7,7 +7,8 @@ L{Change} per difference, each with the least disruptive way to apply it
   - LIVE: applied while everything runs (monitors added, removed or changed;
     resource and monitor timeouts; alert and log settings; the heartbeat
     interval and timeout; a new group that does not start by itself; OS
-    action commands);
+    action commands; the cluster key, which servers rotate by accepting the
+    old and the new key until every server signs with the new one);
   - GROUP_RESTART: the groups named in the change are stopped and started
     again (a changed resource of that group, other than its timeouts);
   - SUSPEND_RESUME: the cluster is suspended and resumed (dependencies,
@@ -15,7 +16,7 @@ L{Change} per difference, each with the least disruptive way to apply it
     network-partition and forced-stop settings);
   - SERVICE_RESTART: the cluster service restarts on every server (ports,
     servers added or removed or their addresses, heartbeat paths added or
-    removed, the cluster name or key; live key rotation is not there yet).
+    removed, the cluster name).
 
 Pure: no I/O, no clock. L{plan} sums a list of changes up.
 """
@@ -101,7 +102,8 @@ def _cluster(old, new):
     if old.name != new.name:
         out.append(Change("/root/cluster/name", f"cluster name {old.name} -> {new.name}", Need.SERVICE_RESTART))
     if old.key != new.key:
-        out.append(Change("/root/cluster/key", "cluster key changed", Need.SERVICE_RESTART))
+        out.append(Change("/root/cluster/key", "cluster key changed (rotated: the old and the new one are "
+                                               "accepted until every server signs with the new one)", Need.LIVE))
     for attr, path, what in (
             ("hb_interval", "/root/cluster/heartbeat/interval", "heartbeat interval"),
             ("hb_timeout", "/root/cluster/heartbeat/timeout", "heartbeat timeout"),

@@ -29,6 +29,7 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
 from cpro.cluster.states import Level
+from cpro.protocols.keyring import accepted_keys, signing_key
 from cpro.protocols.ratelog import worth_logging
 
 MAGIC = b"CPAL"
@@ -165,7 +166,7 @@ def alert_from_fields(fields):
 
 
 def _tag(key, data):
-    return hmac.new(key, data, hashlib.sha256).digest()
+    return hmac.new(signing_key(key), data, hashlib.sha256).digest()
 
 
 def _pack(fields, name, key):
@@ -234,7 +235,7 @@ def decode_alert(data, cluster_name, key):
     if name != cluster_name.encode("utf-8"):
         raise ForeignCluster(name.decode("utf-8", "replace"))
     signed, tag = data[: offset + body_len], data[offset + body_len :]
-    if not hmac.compare_digest(_tag(key, signed), tag):
+    if not any(hmac.compare_digest(_tag(k, signed), tag) for k in accepted_keys(key)):
         raise Unauthenticated("alert packet tag does not verify")
     fields = load_fields(data[offset : offset + body_len])
     if isinstance(fields, dict):

@@ -28,6 +28,8 @@ import secrets
 import struct
 from dataclasses import dataclass
 
+from cpro.protocols.keyring import Keyring, accepted_keys, signing_key
+
 MAGIC = b"CPHB"
 VERSION = 1
 MAX_PACKET = 1024  # bytes; a beat is ~250 bytes, anything bigger is not ours
@@ -125,12 +127,14 @@ class HeartbeatPacket:
 
 
 def encode(packet, key):
-    """The datagram for C{packet}, authenticated with the cluster C{key}.
+    """The datagram for C{packet}, authenticated with the cluster C{key}
+    (bytes, or a L{Keyring}: its signing key).
 
     @raise ValueError: the packet does not fit in L{MAX_PACKET} or a name is
         too long (a configuration or programming error, not input).
     """
     _check_key(key)
+    key = signing_key(key)
     cluster = packet.cluster.encode("utf-8")
     if len(cluster) > _MAX_NAME:
         raise ValueError(f"cluster name longer than {_MAX_NAME} bytes")
@@ -162,7 +166,8 @@ def encode(packet, key):
 
 
 def decode(data, key, cluster):
-    """The packet in C{data}, if it is an authentic heartbeat of C{cluster}.
+    """The packet in C{data}, if it is an authentic heartbeat of C{cluster}
+    (authenticated with C{key}, or any key a L{Keyring} accepts).
 
     Checks run cheapest and least trusting first: size and header, then the
     cluster name, then the HMAC, and only then is the body parsed.
@@ -190,12 +195,14 @@ def decode(data, key, cluster):
             "cluster " + data[_HEADER.size : name_end].decode("utf-8", "replace")
         )
     signed, tag = data[:-_TAG_SIZE], data[-_TAG_SIZE:]
-    if not hmac.compare_digest(hmac.new(key, signed, hashlib.sha256).digest(), tag):
+    if not any(hmac.compare_digest(hmac.new(k, signed, hashlib.sha256).digest(), tag) for k in accepted_keys(key)):
         raise Unauthenticated("HMAC tag mismatch")
     return _parse_body(data[name_end:-_TAG_SIZE], cluster)
 
 
 def _check_key(key):
+    if isinstance(key, Keyring):
+        return
     if not isinstance(key, bytes) or not key:
         # A programming or configuration error: an empty key authenticates nothing.
         raise ValueError("the cluster key must be non-empty bytes")

@@ -156,11 +156,13 @@ class AlertLog(service.MultiService):
 
     log = Logger()
 
-    def __init__(self, reactor, config, local, log_dir, incarnation_token, syslog=True):
+    def __init__(self, reactor, config, local, log_dir, incarnation_token, syslog=True, keyring=None):
         super().__init__()
         if config.server(local) is None:
             raise ValueError(f"local server {local!r} is not in the configuration")
         self._reactor = reactor
+        # The cluster keys (a Keyring during a key rotation) or None: the configuration's key.
+        self._keyring = keyring
         self._config = config
         self._local = local
         self._log_dir = log_dir
@@ -249,7 +251,7 @@ class AlertLog(service.MultiService):
         os.makedirs(self._log_dir, mode=0o750, exist_ok=True)
         self._load_tail()
         local = self._config.server(self._local)
-        self._protocol = AlertSyncProtocol(self._config.name, self._config.key, self._received)
+        self._protocol = AlertSyncProtocol(self._config.name, self._key(), self._received)
         try:
             self._port = self._reactor.listenUDP(
                 local.ports.alert, self._protocol, interface=local.address
@@ -261,6 +263,9 @@ class AlertLog(service.MultiService):
                 f" (udp): {e.socketError or e}"
             ) from e
         super().startService()
+
+    def _key(self):
+        return self._keyring if self._keyring is not None else self._config.key
 
     def reconfigure(self, config):
         """A new configuration of the same cluster (live reconfiguration): the
@@ -394,7 +399,7 @@ class AlertLog(service.MultiService):
         if self._port is None:
             return  # not started (or stopped): stored locally only
         try:
-            packet = encode_alert(alert, self._token, self._config.name, self._config.key)
+            packet = encode_alert(alert, self._token, self._config.name, self._key())
         except ValueError:
             self._counters["send_errors"] += 1
             self.log.failure("cannot encode alert")

@@ -25,6 +25,7 @@ from cpro.cluster.controller import OperationError
 from cpro.cluster.states import Level
 from cpro.interfaces import IPeerChannel
 from cpro.protocols import internal as wire
+from cpro.protocols.keyring import accepted_keys, signing_key
 from cpro.protocols.ratelog import worth_logging
 
 log = Logger()
@@ -161,9 +162,12 @@ class InternalProtocol(amp.AMP):
                 or hub.config.server(server) is None:
             hub.auth_failed(server, "unknown cluster or server")
             raise wire.AuthenticationFailed("unknown cluster or server")
-        expected = wire.proof(hub.config.key, "client", cluster, server, self._server_nonce, nonce,
-                              hub.fingerprint, config)
-        if not wire.proofs_equal(expected, proof):
+        # The key the client proved with (during a rotation: the old or the new);
+        # the answer proves the same one.
+        key = next((k for k in accepted_keys(hub.keys()) if wire.proofs_equal(
+            wire.proof(k, "client", cluster, server, self._server_nonce, nonce, hub.fingerprint, config), proof)),
+            None)
+        if key is None:
             hub.auth_failed(server, "bad proof (wrong cluster key?)")
             raise wire.AuthenticationFailed("authentication failed")
         self.peer = server
@@ -173,7 +177,7 @@ class InternalProtocol(amp.AMP):
         return {"server": hub.local, "incarnation": hub.incarnation, "config": hub.config.digest,
                 "service": hub.controller.service.value,
                 "generation": hub.controller.config_generation,
-                "proof": wire.proof(hub.config.key, "server", cluster, server, self._server_nonce, nonce,
+                "proof": wire.proof(key, "server", cluster, server, self._server_nonce, nonce,
                                     hub.fingerprint, config)}
 
     @wire.PushState.responder
@@ -304,11 +308,12 @@ class PeerLink(service.Service):
             r = yield p.callRemote(
                 wire.Authenticate, cluster=hub.config.name, server=hub.local,
                 incarnation=hub.incarnation, config=hub.config.digest, nonce=nonce,
-                proof=wire.proof(hub.config.key, "client", hub.config.name, hub.local, server_nonce,
+                proof=wire.proof(signing_key(hub.keys()), "client", hub.config.name, hub.local, server_nonce,
                                  nonce, fp, hub.config.digest))
-            expected = wire.proof(hub.config.key, "server", hub.config.name, hub.local, server_nonce,
-                                  nonce, fp, hub.config.digest)
-            if r["server"] != self.name or not wire.proofs_equal(expected, r["proof"]):
+            proven = any(wire.proofs_equal(wire.proof(k, "server", hub.config.name, hub.local, server_nonce,
+                                                      nonce, fp, hub.config.digest), r["proof"])
+                         for k in accepted_keys(hub.keys()))
+            if r["server"] != self.name or not proven:
                 raise wire.AuthenticationFailed(f"{self.name} failed to prove the cluster key")
             # The far end proved the key on this channel: from now on its
             # requests on this connection are answered like an inbound peer's.
@@ -371,7 +376,7 @@ class PeerLink(service.Service):
 
 @implementer(IPeerChannel)
 class InternalService(service.MultiService):
-    def __init__(self, reactor, config, local, incarnation, controller, alerts):
+    def __init__(self, reactor, config, local, incarnation, controller, alerts, keyring=None):
         super().__init__()
         self.reactor = reactor
         self.config = config
@@ -384,6 +389,7 @@ class InternalService(service.MultiService):
         self._auth_alerted = set()
         self._mismatch_alerted = set()
         self.counters = collections.Counter()  # dropped or refused messages, by kind
+        self.keyring = keyring  # the cluster keys during a rotation; None: the configuration's key
         pkey, cert = make_tls_identity(f"cpro-{local}")
         self._tls = ssl.CertificateOptions(privateKey=pkey, certificate=cert)
         self.fingerprint = wire.fingerprint(cert)
@@ -393,6 +399,10 @@ class InternalService(service.MultiService):
                 link = PeerLink(self, s)
                 self.links[s.name] = link
                 link.setServiceParent(self)
+
+    def keys(self):
+        """The key or the keyring the proofs are made and checked with."""
+        return self.keyring if self.keyring is not None else self.config.key
 
     def reconfigure(self, config):
         """A new configuration with the same servers and ports (live

@@ -24,6 +24,7 @@ from cpro.cluster.membership import Membership
 from cpro.cluster.states import ClusterServiceState, Level
 from cpro.config.diff import Need
 from cpro.protocols.heartbeat import StateDigest, new_incarnation
+from cpro.protocols.keyring import Keyring
 from cpro.resources.ledger import LEDGER_NAME, Ledger, cleanup_leftovers, default_removers, release
 from cpro.system.runners import thread_runner
 from cpro.services.admin import AdminHandler, AdminService
@@ -79,7 +80,9 @@ class ClusterNode(service.MultiService):
 
         # Not a child service: it binds in bind(), before the others start,
         # and stops last so that the shutdown is still recorded.
-        self.alerts = AlertLog(reactor, config, local, log_dir, token)
+        # The cluster keys: one, or the old and the new during a rotation (clpcfctrl --push).
+        self.keyring = Keyring(config.key)
+        self.alerts = AlertLog(reactor, config, local, log_dir, token, keyring=self.keyring)
         self.os_actions = OSActions(reactor, config.os_actions, self.alerts, local)
         # What the resources hold while active: if this daemon crashes, the
         # next one removes it before the peers hear of it (resources/ledger.py).
@@ -92,7 +95,8 @@ class ClusterNode(service.MultiService):
         groups = {g.name: self._build_group(config, g) for g in config.groups}
         self.controller = ClusterController(reactor, config, local, groups, None, self.alerts,
                                             self.os_actions, token)
-        self.internal = InternalService(reactor, config, local, token, self.controller, self.alerts)
+        self.internal = InternalService(reactor, config, local, token, self.controller, self.alerts,
+                                        keyring=self.keyring)
         self.internal.on_config_mismatch = self._config_mismatch
         self.internal.setServiceParent(self)
         self.controller.peers = self.internal
@@ -103,7 +107,7 @@ class ClusterNode(service.MultiService):
                                      config.hb_timeout, _MembershipEvents(self), self.incarnation)
         self.controller.membership = self.membership
         self.heartbeat = HeartbeatService(reactor, config, local, self.incarnation, self._digest, self._on_beat,
-                                          self._on_alive)
+                                          self._on_alive, keyring=self.keyring)
         self.heartbeat.setServiceParent(self)
         # Between a peer's loss and its failover: NP resolution and forced stop.
         self.controller.partition = build_partition(reactor, config, local, self.alerts, thread_runner(reactor),
@@ -144,7 +148,7 @@ class ClusterNode(service.MultiService):
         firing the lines that say what was applied."""
         if plan.need is Need.SERVICE_RESTART:
             return defer.succeed(["installed; it takes effect when the cluster daemon restarts "
-                                  "(ports, servers, heartbeat paths, the cluster name or key changed)"])
+                                  "(ports, servers, heartbeat paths or the cluster name changed)"])
         old, controller = self.config, self.controller
         groups = {}
         for g in new.groups:
@@ -156,6 +160,9 @@ class ClusterNode(service.MultiService):
                 current.reconfigure(g, rcfgs)
                 groups[g.name] = current
         self.config = new
+        # A new key: signed with from now on; the old one is still accepted
+        # until every server signs with the new one (config_finish).
+        self.keyring.switch(new.key)
         controller.reconfigure(new, groups, self.reconfig.generation)
         if new.hb_timeout != old.hb_timeout:
             self.membership.reset_timeout(new.hb_timeout)

@@ -14,7 +14,13 @@ over the internal channel (L{OPS}):
      directory (the old clp.conf kept as clp.conf.prev), loads it again from
      there, records the new configuration generation and applies the
      difference (L{IConfigApplier});
-  4. C{config_abort}: the held push is dropped; nothing changed.
+  4. C{config_abort}: the held push is dropped; nothing changed;
+  5. C{config_finish}: after a new cluster key was committed everywhere,
+     the old key is no longer accepted.
+
+A new cluster key is rotated without stopping anything: each server accepts
+it as well from step 2 on, signs with it from its commit on, and drops the
+old one at step 5, so no server ever refuses another's messages.
 
 If any server refuses at step 2, every server aborts: nothing changes
 anywhere, and the refusal comes back with every error and its element path.
@@ -52,7 +58,7 @@ from cpro.config.model import ConfigError
 
 log = Logger()
 
-OPS = ("config_stage", "config_prepare", "config_commit", "config_abort")
+OPS = ("config_stage", "config_prepare", "config_commit", "config_abort", "config_finish")
 CHUNK = 30000  # bytes of bundle per config_stage request (base64 keeps it under the channel's limit)
 HOLD_TIMEOUT = 120.0  # seconds a prepared push is held waiting for its commit
 GENERATION_FILE = "config.generation"
@@ -62,6 +68,7 @@ class IConfigApplier(Interface):
     """The running daemon, as live reconfiguration sees it."""
 
     config = Attribute("the running ClusterConfig")
+    keyring = Attribute("the cluster keys (cpro.protocols.keyring.Keyring) its messages are signed and checked with")
 
     def apply_config(new_config, plan):
         """Swap new_config in, applying what plan (a L{cpro.config.diff.Plan})
@@ -211,6 +218,12 @@ class Reconfiguration:
                 applied[server] = r["applied"]
         finally:
             yield after()
+        if the_plan.key_rotation:
+            for server in targets:
+                try:
+                    yield c.call(server, "config_finish", token=token)
+                except Exception as e:  # it keeps accepting the old key too until it restarts
+                    log.warn("ending the key rotation on {s} failed: {e}", s=server, e=e)
         return dict(mine, applied=applied, absent=absent, generation=generation, unchanged=False)
 
     @defer.inlineCallbacks
@@ -259,7 +272,8 @@ class Reconfiguration:
     def handle_call(self, op, args):
         """One of OPS, from the coordinator (possibly this server)."""
         handler = {"config_stage": self._stage, "config_prepare": self._prepare,
-                   "config_commit": self._commit, "config_abort": self._abort}.get(op)
+                   "config_commit": self._commit, "config_abort": self._abort,
+                   "config_finish": self._finish}.get(op)
         if handler is None:
             raise OperationError(f"unknown configuration request {op}")
         try:
@@ -304,6 +318,8 @@ class Reconfiguration:
         the_plan = plan(diff(self.applier.config, new_config))
         timer = self.reactor.callLater(HOLD_TIMEOUT, self._expire, token)
         self._held = _Held(token, coordinator, bundle, staging, new_config, the_plan, timer)
+        if the_plan.key_rotation:  # accept the new key before anyone signs with it
+            self.applier.keyring.accept(new_config.key)
         return dict(self._describe(the_plan, warnings), generation=self.generation)
 
     @defer.inlineCallbacks
@@ -330,7 +346,13 @@ class Reconfiguration:
         self._staged.pop(token, None)
         if self._held is not None and self._held.token == token:
             held = self._take(token)
+            self.applier.keyring.forget(held.new_config.key)
             yield self.runner(shutil.rmtree, held.staging, True)
+        return {}
+
+    def _finish(self, token):
+        """Every server signs with the new key now: accept it alone."""
+        self.applier.keyring.settle()
         return {}
 
     def _take(self, token):
@@ -346,6 +368,7 @@ class Reconfiguration:
         if self._held is not None and self._held.token == token:
             log.warn("configuration push from {c} expired before its commit; dropped", c=self._held.coordinator)
             held, self._held = self._held, None
+            self.applier.keyring.forget(held.new_config.key)
             self.runner(shutil.rmtree, held.staging, True)
 
     def _busy(self):

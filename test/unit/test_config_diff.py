@@ -121,9 +121,9 @@ class DiffTests(SynchronousTestCase):
         c = self.only(changed(("<syncwait>", "<ports><internal>29101</internal></ports><syncwait>")))
         self.assertEqual(c.need, Need.SERVICE_RESTART)
 
-    def test_new_key_needs_a_service_restart(self):
+    def test_new_key_is_rotated_live(self):
         p = plan(diff(self.old, changed(("cpro-example-two-server-key", "a-new-key"))))
-        self.assertEqual((p.need, p.key_rotation), (Need.SERVICE_RESTART, True))
+        self.assertEqual((p.need, p.key_rotation), (Need.LIVE, True))
 
     def test_plan_takes_the_most_disruptive_need(self):
         new = changed(("<timeout>5000</timeout>", "<timeout>3000</timeout>"), ("<sync>0</sync>", "<sync>1</sync>"),

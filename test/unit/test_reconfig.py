@@ -12,6 +12,7 @@ from twisted.trial.unittest import TestCase
 from cpro.cluster.controller import OperationError
 from cpro.config import load_config
 from cpro.config.bundle import read_bundle
+from cpro.protocols.keyring import Keyring
 from cpro.services import reconfig
 from cpro.services.reconfig import Reconfiguration
 
@@ -36,10 +37,14 @@ def sync_runner(fn, *args):
 class FakeApplier:
     def __init__(self, config):
         self.config = config
+        self.keyring = Keyring(config.key)
         self.applied = []
+        self.keys_seen_at_commit = []
 
     def apply_config(self, new_config, plan):
         self.applied.append(plan)
+        self.keys_seen_at_commit.append(self.keyring.accepted)
+        self.keyring.switch(new_config.key)
         self.config = new_config
         return defer.succeed([str(c) for c in plan.changes])
 
@@ -242,3 +247,29 @@ class ReconfigurationTests(TestCase):
         self.assertIsNone(srv2._held)
         report = yield self.network["srv1"].push(self.new_dir)
         self.assertEqual(report["generation"], 1)
+
+    @defer.inlineCallbacks
+    def test_a_new_key_is_rotated_without_refusing_anyone(self):
+        old = self.network["srv1"].applier.config.key
+        self.edit("cpro-example-two-server-key", "a-brand-new-key")
+        report = yield self.network["srv1"].push(self.new_dir)
+        self.assertEqual(report["need"], "live")
+        for server in ("srv1", "srv2"):
+            applier = self.network[server].applier
+            # At its commit, each server already accepted both keys ...
+            self.assertEqual(set(applier.keys_seen_at_commit[0]), {old, b"a-brand-new-key"})
+            # ... and once every server signed with the new one, only that one.
+            self.assertEqual(applier.keyring.accepted, (b"a-brand-new-key",))
+            self.assertEqual(applier.keyring.current, b"a-brand-new-key")
+
+    @defer.inlineCallbacks
+    def test_an_aborted_rotation_forgets_the_new_key(self):
+        self.edit("cpro-example-two-server-key", "a-brand-new-key")
+        srv2 = self.network["srv2"]
+        blob = json.dumps(read_bundle(self.new_dir).to_wire()).encode()
+        yield srv2.handle_call("config_stage", {"token": "t", "offset": 0, "total": len(blob),
+                                                "data": base64.b64encode(blob).decode()})
+        yield srv2.handle_call("config_prepare", {"token": "t", "coordinator": "srv1"})
+        self.assertIn(b"a-brand-new-key", srv2.applier.keyring.accepted)
+        yield srv2.handle_call("config_abort", {"token": "t"})
+        self.assertNotIn(b"a-brand-new-key", srv2.applier.keyring.accepted)

@@ -60,6 +60,14 @@ class HeartbeatContext:
     on_beat: Callable
     on_alive: Callable
     runner: Callable
+    # The cluster keys (cpro.protocols.keyring.Keyring) while a rotation may
+    # happen; None: the configuration's key.
+    keyring: Any = None
+
+    @property
+    def key(self):
+        """What the paths sign and check with: the keyring, or the key."""
+        return self.keyring if self.keyring is not None else self.config.key
 
     @property
     def interval(self):

@@ -173,13 +173,13 @@ class ComHeartbeatPath:
     kind = KIND
 
     def __init__(self, reactor, config, local, heartbeat, incarnation, on_beat,
-                 opener=None, reopen_delay=None):
+                 opener=None, reopen_delay=None, key=None):
         if heartbeat.kind != KIND:
             raise HeartbeatConfigError(f"{heartbeat.name}: not a COM heartbeat ({heartbeat.kind})")
         self.name = heartbeat.name
         self._reactor = reactor
         self._cluster = config.name
-        self._key = config.key
+        self._key = key if key is not None else config.key  # bytes or a Keyring
         self._local = local
         self._incarnation = incarnation
         self._on_beat = on_beat
@@ -446,4 +446,4 @@ SCHEMA = HeartbeatKindSchema(device_type="com", read=_read_config, check_links=_
 @HEARTBEAT_KINDS.register(KIND, schema=SCHEMA)
 def com_path(context, heartbeat):
     return ComHeartbeatPath(context.reactor, context.config, context.local, heartbeat,
-                            context.incarnation, context.on_beat)
+                            context.incarnation, context.on_beat, key=context.key)

@@ -185,14 +185,14 @@ class DiskHeartbeatPath:
 
     def __init__(self, reactor, config, local, heartbeat, incarnation, on_beat, runner,
                  direct=True, opener=os.open, wall_clock_ns=time.time_ns,
-                 stop_timeout=STOP_TIMEOUT):
+                 stop_timeout=STOP_TIMEOUT, key=None):
         if heartbeat.kind != "diskhb":
             raise HeartbeatConfigError(f"{heartbeat.name}: not a disk heartbeat ({heartbeat.kind})")
         self.name = heartbeat.name
         self.kind = heartbeat.kind
         self._reactor = reactor
         self._cluster = config.name
-        self._key = config.key
+        self._key = key if key is not None else config.key  # bytes or a Keyring
         self._interval = config.hb_interval
         self._skew_warning = max(CLOCK_SKEW_WARNING, config.hb_timeout)
         self._local = local
@@ -488,7 +488,7 @@ class DiskHeartbeatPath:
 @HEARTBEAT_KINDS.register("diskhb", schema=HeartbeatKindSchema(device_type="disk"))
 def disk_path(context, heartbeat):
     return DiskHeartbeatPath(context.reactor, context.config, context.local, heartbeat,
-                             context.incarnation, context.on_beat, context.runner)
+                             context.incarnation, context.on_beat, context.runner, key=context.key)
 
 
 def _describe(exc):

@@ -79,14 +79,14 @@ class LanHeartbeatPath(DatagramProtocol):
     @raise HeartbeatConfigError: the local server has no usable address on this path.
     """
 
-    def __init__(self, reactor, config, local, heartbeat, incarnation, on_beat):
+    def __init__(self, reactor, config, local, heartbeat, incarnation, on_beat, key=None):
         if heartbeat.kind not in LAN_KINDS:
             raise HeartbeatConfigError(f"{heartbeat.name}: not a LAN heartbeat ({heartbeat.kind})")
         self.name = heartbeat.name
         self.kind = heartbeat.kind
         self._reactor = reactor
         self._cluster = config.name
-        self._key = config.key
+        self._key = key if key is not None else config.key  # bytes or a Keyring
         self._local = local
         self._incarnation = incarnation
         self._on_beat = on_beat
@@ -289,7 +289,7 @@ class LanHeartbeatPath(DatagramProtocol):
 def lan_path(context, heartbeat):
     """The path of a LAN heartbeat resource (the factory of both LAN kinds)."""
     return LanHeartbeatPath(context.reactor, context.config, context.local, heartbeat,
-                            context.incarnation, context.on_beat)
+                            context.incarnation, context.on_beat, key=context.key)
 
 
 # Both kinds run the same code, each on its own port (the schemas differ in

@@ -46,7 +46,7 @@ class HeartbeatService(MultiService):
     """
 
     def __init__(self, reactor, config, local, incarnation, digest_provider, on_beat,
-                 on_alive=None, runner=None):
+                 on_alive=None, runner=None, keyring=None):
         super().__init__()
         if not config.hb_interval > 0:
             raise HeartbeatConfigError("the heartbeat interval must be positive")
@@ -61,7 +61,7 @@ class HeartbeatService(MultiService):
         context = HeartbeatContext(
             reactor=reactor, config=config, local=local, incarnation=incarnation,
             on_beat=on_beat, on_alive=on_alive or (lambda *args: None),
-            runner=runner or thread_runner(reactor))
+            runner=runner or thread_runner(reactor), keyring=keyring)
         self.paths = tuple(build_path(context, hb) for hb in config.heartbeats
                            if config.takes_part(hb, local))
         if not any(HEARTBEAT_KINDS.get(p.kind).schema.every_server for p in self.paths):

@@ -31,6 +31,7 @@ from cpro.config.partition import read_http_target
 from cpro.interfaces import IHeartbeatPath, INPResolver
 from cpro.plugins import HEARTBEAT_KINDS, NP_RESOLVERS
 from cpro.protocols import witness as wp
+from cpro.protocols.keyring import accepted_keys, signing_key
 from cpro.services.heartbeat.base import HeartbeatConfigError
 from cpro.services.partition.base import ResolverSchema
 from cpro.system.httpclient import HttpClient, HttpRequestError
@@ -53,6 +54,16 @@ COUNTERS = (
 # half the range, so that 2**63 reports still fit above it.
 MAX_ADOPTED_SEQ = 2**63
 
+
+
+def _verify_any(keys, message, signature):
+    """wp.verify with any of keys (during a key rotation, the old and the new)."""
+    for key in keys[:-1]:
+        try:
+            return wp.verify(key, message, signature)
+        except wp.BadSignature:
+            pass
+    return wp.verify(keys[-1], message, signature)
 
 class WitnessUnavailable(Exception):
     """The witness gave no usable view; the message says why."""
@@ -81,7 +92,7 @@ class WitnessHeartbeatPath:
         self._context = context
         self._reactor = context.reactor
         self._cluster = context.config.name
-        self._key = context.config.key
+        self._key = context.key  # bytes or a Keyring
         self._local = context.local
         try:
             wp.format_incarnation(context.incarnation)
@@ -184,7 +195,7 @@ class WitnessHeartbeatPath:
         headers = {
             b"Content-Type": b"application/json",
             wp.SIGNATURE_HEADER.encode(): wp.sign(
-                self._key, wp.request_message(b"POST", path, body)).encode(),
+                signing_key(self._key), wp.request_message(b"POST", path, body)).encode(),
         }
         started = self._reactor.seconds()
         self._counters["sent"] += 1
@@ -209,7 +220,7 @@ class WitnessHeartbeatPath:
         if signature is not None:
             # A witness with keys signs its views; one without keys does not.
             try:
-                wp.verify(self._key, wp.answer_message(path, answer.body), signature)
+                _verify_any(accepted_keys(self._key), wp.answer_message(path, answer.body), signature)
             except wp.BadSignature as e:
                 self._counters["unauthenticated_answers"] += 1
                 raise WitnessUnavailable(f"bad view signature ({e}): another witness or key?")
