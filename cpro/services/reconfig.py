@@ -141,6 +141,9 @@ class Reconfiguration:
         self.generation = self.generations.read(applier.config.digest)
         self._staged = {}  # token -> bytearray of the bundle being received
         self._held = None
+        # (token, coordinator) of the push being validated here: a second one
+        # is refused while it is, not left to find its staged bytes dropped.
+        self._preparing = None
         self._pushing = False
 
     # -- coordinator -----------------------------------------------------------
@@ -282,7 +285,8 @@ class Reconfiguration:
             raise OperationError(f"malformed configuration request {op}") from None
 
     def _stage(self, token, offset, data, total):
-        if self._held is not None and self._held.token != token:
+        if (self._held is not None and self._held.token != token) or \
+                (self._preparing is not None and self._preparing[0] != token):
             raise OperationError(self._busy())
         if not isinstance(total, int) or not 0 <= total <= 2 * MAX_BYTES:
             raise OperationError("configuration bundle too large")
@@ -300,7 +304,7 @@ class Reconfiguration:
     @defer.inlineCallbacks
     def _prepare(self, token, coordinator):
         self._require_path()
-        if self._held is not None:
+        if self._held is not None or self._preparing is not None:
             raise OperationError(self._busy())
         blob = self._staged.pop(token, None)
         self._staged.clear()
@@ -311,7 +315,11 @@ class Reconfiguration:
         except (ValueError, BundleError) as e:
             raise OperationError(str(e)) from None
         staging = os.path.join(self.state_dir, f"config.push.{token}")
-        new_config, warnings = yield self._load_staged(bundle, staging)
+        self._preparing = (token, coordinator)
+        try:
+            new_config, warnings = yield self._load_staged(bundle, staging)
+        finally:
+            self._preparing = None
         if self._held is not None:  # a concurrent push got here while we validated
             yield self.runner(shutil.rmtree, staging, True)
             raise OperationError(self._busy())
@@ -372,7 +380,8 @@ class Reconfiguration:
             self.runner(shutil.rmtree, held.staging, True)
 
     def _busy(self):
-        return (f"another configuration push (from {self._held.coordinator}) is in progress; "
+        coordinator = self._held.coordinator if self._held is not None else self._preparing[1]
+        return (f"another configuration push (from {coordinator}) is in progress; "
                 "try again when it has ended")
 
     # -- a server that was down during a push --------------------------------------

@@ -233,6 +233,27 @@ class ReconfigurationTests(TestCase):
         self.assertIsNone(srv2._held)
 
     @defer.inlineCallbacks
+    def test_a_push_arriving_while_another_is_validated_is_told_so(self):
+        self.edit("</root>", MONITOR)
+        srv2 = self.network["srv2"]
+        blob = json.dumps(read_bundle(self.new_dir).to_wire()).encode()
+        for token in ("a", "b"):
+            yield srv2.handle_call("config_stage", {"token": token, "offset": 0, "total": len(blob),
+                                                    "data": base64.b64encode(blob).decode()})
+        validated = defer.Deferred()
+        srv2.runner = lambda fn, *args: validated.addCallback(lambda _: fn(*args))
+        first = srv2.handle_call("config_prepare", {"token": "a", "coordinator": "srv1"})
+        for op, args in (("config_prepare", {"token": "b", "coordinator": "srv3"}),
+                         ("config_stage", {"token": "c", "offset": 0, "total": 0, "data": ""})):
+            with self.assertRaises(OperationError) as e:
+                yield srv2.handle_call(op, args)
+            self.assertIn("another configuration push (from srv1) is in progress", str(e.exception))
+        srv2.runner = sync_runner
+        validated.callback(None)
+        yield first
+        self.assertEqual(srv2._held.token, "a")
+
+    @defer.inlineCallbacks
     def test_a_held_push_whose_commit_never_comes_expires(self):
         self.edit("</root>", MONITOR)
         srv2 = self.network["srv2"]
