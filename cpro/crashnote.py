@@ -19,6 +19,8 @@ import os
 import signal
 import time
 
+from cpro import alertcatalog as catalog
+
 NOTE_NAME = "crash.json"
 MAX_NOTES = 20
 
@@ -88,8 +90,8 @@ def how_it_ended(exit_code, sig):
     return f"exit code {exit_code}"
 
 
-def describe(note):
-    """The pm 20 alert text for one note."""
+def alert_fields(note):
+    """The fields of the pm 20 alert (L{catalog.DAEMON_CRASHED}) for one note."""
     when = note.get("time")
     try:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(when)))
@@ -97,5 +99,10 @@ def describe(note):
         stamp = "an unknown time"
     action = ACTIONS.get(note.get("action"), f"the supervisor's action was {note.get('action')!r}")
     detail = f" ({note['detail']})" if note.get("detail") else ""
-    return (f"The cluster daemon process (pid {note.get('pid')}) was terminated abnormally at {stamp}: "
-            f"{how_it_ended(note.get('exit_code'), note.get('signal'))}; {action}{detail}.")
+    return dict(pid=note.get("pid"), time=stamp, how=how_it_ended(note.get("exit_code"), note.get("signal")),
+                action=action, detail=detail)
+
+
+def describe(note):
+    """The pm 20 alert text for one note."""
+    return catalog.DAEMON_CRASHED.text(**alert_fields(note))

@@ -20,12 +20,13 @@ from typing import Optional
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from cpro import alertcatalog as catalog
 from cpro.cluster import placement
 from cpro.cluster.errors import OperationError  # noqa: F401  (re-exported)
 from cpro.cluster.escalation import ActivationEscalation, FinalAction
 from cpro.cluster.monitoractions import MonitorRecoveryActions
 from cpro.cluster.partition import Outcome
-from cpro.cluster.states import ClusterServiceState, GroupState, Level, MonitorState, PathState
+from cpro.cluster.states import ClusterServiceState, GroupState, MonitorState, PathState
 from cpro.config.partition import NP_ACTIONS as NP_ACTION_WORDS
 
 log = Logger()
@@ -223,8 +224,9 @@ class ClusterController(MonitorRecoveryActions):
         self.version += 1
         self.on_state_change()
 
-    def alert(self, module, event_id, level, message):
-        self.alerts.emit(module, event_id, level, message)
+    def alert(self, entry, **fields):
+        """Raise the catalogue entry (L{cpro.alertcatalog}) with these fields."""
+        self.alerts.emit(*entry.format(**fields))
 
     # -- cluster service -----------------------------------------------------
 
@@ -233,8 +235,8 @@ class ClusterController(MonitorRecoveryActions):
         if self.service not in (ClusterServiceState.STOPPED,):
             raise OperationError(f"the cluster service is already {self.service.value.lower()}")
         self._set_service(ClusterServiceState.STARTING)
-        self.alert("pm", 1, Level.INFO, "Starting the cluster daemon...")
-        self.alert("nm", 5, Level.INFO, "Waiting for all servers to start.")
+        self.alert(catalog.DAEMON_STARTING)
+        self.alert(catalog.STARTUP_WAITING)
         self._sync_expired = False
         self._np_acting = False  # a new run of the service may act on a new partition
         self._sync_deadline = self.clock.callLater(self.config.startup_sync_wait, self._sync_timeout)
@@ -270,7 +272,7 @@ class ClusterController(MonitorRecoveryActions):
             return
         peers = [s.name for s in self.config.servers if s.name != self.local]
         if all(p in self._peers_reported() for p in peers):
-            self.alert("nm", 6, Level.INFO, "All servers have started.")
+            self.alert(catalog.STARTUP_ALL_STARTED)
             self._end_sync()
 
     def _sync_timeout(self):
@@ -282,9 +284,8 @@ class ClusterController(MonitorRecoveryActions):
         """cfwait is over: stop waiting for the master to check our configuration."""
         self._master_deadline = None
         if self.service is ClusterServiceState.STARTING and not self._master_checked():
-            self.alert("pm", 11, Level.WARNING,
-                       f"The configuration could not be checked against the master "
-                       f"{self.config.master.name} within {self.config.config_download_wait:g} s.")
+            self.alert(catalog.CONFIG_NOT_CHECKED, master=self.config.master.name,
+                       wait=self.config.config_download_wait)
         self._end_sync_without_everyone()
 
     def _master_checked(self):
@@ -301,9 +302,7 @@ class ClusterController(MonitorRecoveryActions):
             return
         missing = [s.name for s in self.config.servers
                    if s.name != self.local and s.name not in self._peers_reported()]
-        self.alert("nm", 7, Level.WARNING,
-                   f"Startup synchronisation wait ({self.config.startup_sync_wait:g} s) is over; "
-                   f"starting without {', '.join(missing)}.")
+        self.alert(catalog.STARTUP_WAIT_OVER, wait=self.config.startup_sync_wait, missing=", ".join(missing))
         self._end_sync()
 
     def _cancel_sync_timers(self):
@@ -315,23 +314,18 @@ class ClusterController(MonitorRecoveryActions):
     def _end_sync(self):
         self._cancel_sync_timers()
         self._set_service(ClusterServiceState.RUNNING)
-        self.alert("pm", 3, Level.INFO, "The cluster daemon has been started properly.")
+        self.alert(catalog.DAEMON_STARTED)
         # Groups of servers that died while we were starting are failed over
         # even when auto start is off: that is placing orphans, not grabbing.
         self._place_orphans()
         if self._skip_auto_start is not None and not self._peers_reported():
             # Alone after the wait: no live peer can be failing our old groups
             # over, so this is an ordinary cluster start.
-            self.alert("pm", 23, Level.INFO,
-                       f"The previous cluster daemon on {self.local} did not stop cleanly ("
-                       f"{self._skip_auto_start}), but no other server is running: starting groups "
-                       f"as usual.")
+            self.alert(catalog.AUTO_START_AFTER_UNCLEAN_STOP, server=self.local, reason=self._skip_auto_start)
             self._skip_auto_start = None
         if self._skip_auto_start is not None:
             reason, self._skip_auto_start = self._skip_auto_start, None
-            self.alert("pm", 22, Level.WARNING,
-                       f"Groups are not started automatically on {self.local}: {reason}. "
-                       f"Start a group that runs nowhere with clpgrp -s.")
+            self.alert(catalog.AUTO_START_SKIPPED, server=self.local, reason=reason)
             return
         self._auto_start()
 
@@ -356,7 +350,7 @@ class ClusterController(MonitorRecoveryActions):
         if self.service in (ClusterServiceState.STOPPED, ClusterServiceState.STOPPING):
             return
         self._cancel_sync_timers()
-        self.alert("pm", 2, Level.INFO, "Shutting down the cluster daemon...")
+        self.alert(catalog.DAEMON_STOPPING)
         self._set_service(ClusterServiceState.STOPPING)
         moves = []
         for name in sorted(self.groups, key=lambda n: self.groups_by_name[n].gid):
@@ -372,27 +366,26 @@ class ClusterController(MonitorRecoveryActions):
             target = placement.choose_server(self.groups_by_name[name], self.eligible() - {self.local},
                                              self.holders(), self.groups_by_name)
             if target is None:
-                self.alert("rc", 61, Level.ERROR, f"There is no appropriate destination for the group {name}.")
+                self.alert(catalog.NO_DESTINATION, group=name)
                 continue
-            self.alert("rc", 60, Level.INFO,
-                        f"Server {target} has been set as the destination for the group {name} "
-                        f"(reason: cluster service stopped on {self.local}).")
+            self.alert(catalog.FAILOVER_DESTINATION, target=target, group=name,
+                       reason=f"cluster service stopped on {self.local}")
             try:
                 yield self.peers.call(target, "group_start_local", group=name, event="FAILOVER")
             except Exception as e:
-                self.alert("rc", 61, Level.ERROR, f"Failed to start group {name} on {target}: {e}")
+                self.alert(catalog.FAILOVER_START_FAILED, group=name, target=target, error=e)
 
     def suspend(self):
         if self.service is not ClusterServiceState.RUNNING:
             raise OperationError(f"cannot suspend: the cluster service is {self.service.value.lower()}")
         self._set_service(ClusterServiceState.SUSPENDED)
-        self.alert("cl", 5, Level.INFO, "Suspend of the cluster service was requested.")
+        self.alert(catalog.SUSPEND_REQUESTED)
 
     def resume(self):
         if self.service is not ClusterServiceState.SUSPENDED:
             raise OperationError(f"cannot resume: the cluster service is {self.service.value.lower()}")
         self._set_service(ClusterServiceState.RUNNING)
-        self.alert("cl", 7, Level.INFO, "Resume of the cluster service was requested.")
+        self.alert(catalog.RESUME_REQUESTED)
         pending, self._after_resume = self._after_resume, []
         for server, held in pending:
             if not self.peer_up(server):
@@ -402,12 +395,12 @@ class ClusterController(MonitorRecoveryActions):
     # -- membership events ---------------------------------------------------
 
     def server_up(self, server, incarnation):
-        self.alert("nm", 1, Level.INFO, f"Server {server} has started.")
+        self.alert(catalog.SERVER_STARTED, server=server)
         if self.partition is not None:
             self.partition.cancel(server)
 
     def server_down(self, server):
-        self.alert("nm", 2, Level.WARNING, f"Server {server} has been stopped.")
+        self.alert(catalog.SERVER_STOPPED, server=server)
         report = self.reports.pop(server, None)
         held = [g for g, s in (report.groups if report else {}).items()
                 if GroupState(s).holds_resources and g in self.groups_by_name]
@@ -437,9 +430,7 @@ class ClusterController(MonitorRecoveryActions):
         self._np_acting = True
         action = self.config.network_partition.action
         words = NP_ACTION_WORDS.get(action, str(action))
-        self.alert("nm", 30, Level.ERROR,
-                   f"Network partition was detected (server {server} lost and the resolution failed). "
-                   f"Action on {self.local} to protect data: {words}.")
+        self.alert(catalog.NETWORK_PARTITION, server=server, local=self.local, action=words)
         if action == 0 or self.on_network_partition is None:
             self._np_acting = False
             return
@@ -449,7 +440,7 @@ class ClusterController(MonitorRecoveryActions):
     def server_restarted(self, server, old, new):
         """The peer's daemon restarted faster than the heartbeat timeout: what
         its old incarnation held is gone."""
-        self.alert("nm", 2, Level.WARNING, f"Server {server} has been restarted.")
+        self.alert(catalog.SERVER_RESTARTED, server=server)
         report = self.reports.get(server)
         if report is not None and report.incarnation != str(new):
             self.reports.pop(server)
@@ -459,17 +450,15 @@ class ClusterController(MonitorRecoveryActions):
 
     def path_state_changed(self, server, path, old, new):
         if new is PathState.ERROR:
-            self.alert("nm", 4, Level.WARNING, f"Resource {path} of server {server} has stopped.")
+            self.alert(catalog.HEARTBEAT_PATH_DOWN, path=path, server=server)
         elif new is PathState.NORMAL and old is PathState.ERROR:
-            self.alert("nm", 3, Level.INFO, f"Resource {path} of server {server} has started.")
+            self.alert(catalog.HEARTBEAT_PATH_UP, path=path, server=server)
 
     def _failover_from(self, server, held):
         """The groups `held` lost their server: they become orphans until a live
         server reports holding them, and are (re)placed now."""
         if self.service is ClusterServiceState.SUSPENDED and held:
-            self.alert("rc", 61, Level.WARNING,
-                       f"The cluster is suspended: groups {', '.join(held)} of {server} are failed "
-                       f"over when it resumes.")
+            self.alert(catalog.FAILOVER_AFTER_RESUME, groups=", ".join(held), server=server)
             self._after_resume.append((server, held))
             return
         if self.service not in (ClusterServiceState.RUNNING, ClusterServiceState.STARTING):
@@ -478,7 +467,7 @@ class ClusterController(MonitorRecoveryActions):
             if self.groups_by_name[g].failover_auto:
                 self._orphans[g] = server
             else:
-                self.alert("rc", 61, Level.WARNING, f"Group {g} is not failed over (manual failover).")
+                self.alert(catalog.MANUAL_FAILOVER, group=g)
         if self.service is ClusterServiceState.STARTING:
             return  # placed when the startup synchronisation ends (_end_sync)
         self._place_orphans()
@@ -499,11 +488,10 @@ class ClusterController(MonitorRecoveryActions):
                                        self.groups_by_name)
         for name, target in plan:
             if target is None:
-                self.alert("rc", 61, Level.ERROR, f"There is no appropriate destination for the group {name}.")
+                self.alert(catalog.NO_DESTINATION, group=name)
             elif target == self.local and name not in self._busy:
-                self.alert("rc", 60, Level.INFO,
-                           f"Server {target} has been set as the destination for the group {name} "
-                           f"(reason: server {self._orphans[name]} down).")
+                self.alert(catalog.FAILOVER_DESTINATION, target=target, group=name,
+                           reason=f"server {self._orphans[name]} down")
                 self._run(self.start_group_local(name, "FAILOVER"), f"failover {name}")
 
     # -- peer reports --------------------------------------------------------
@@ -520,7 +508,7 @@ class ClusterController(MonitorRecoveryActions):
         if old is not None and old.incarnation != report.incarnation:
             # The peer restarted and its new incarnation reported before a
             # heartbeat told us: what the old one held is gone.
-            self.alert("nm", 2, Level.WARNING, f"Server {server} has been restarted.")
+            self.alert(catalog.SERVER_RESTARTED, server=server)
             self._failover_from(server, [g for g, s in old.groups.items()
                                          if GroupState(s).holds_resources and g in self.groups_by_name])
         if not self.peer_up(server):
@@ -550,12 +538,9 @@ class ClusterController(MonitorRecoveryActions):
                 continue
             if name not in self._dual_alerted:
                 self._dual_alerted.add(name)
-                self.alert("rc", 92, Level.ERROR,
-                            f"Group {name} has started on more than one server ({', '.join(holders)}).")
+                self.alert(catalog.DUAL_ACTIVATION, group=name, servers=", ".join(holders))
             if holders[0] != self.local and name not in self._busy:
-                self.alert("rc", 20, Level.WARNING,
-                            f"Stopping group {name} on {self.local}: it is also active on the "
-                            f"higher-priority server {holders[0]}.")
+                self.alert(catalog.DUPLICATE_STOPPING, group=name, server=self.local, holder=holders[0])
                 self._run(self.stop_group_local(name, factor="DUALACTIVATION"), f"stop duplicate {name}")
 
     def _check_failback(self):
@@ -570,7 +555,7 @@ class ClusterController(MonitorRecoveryActions):
                 continue
             target = placement.failback_target(cfg, self.local, eligible, holders, self.groups_by_name)
             if target is not None:
-                self.alert("rc", 74, Level.INFO, f"Failback of group {name} to {target} has started.")
+                self.alert(catalog.FAILBACK_STARTED, group=name, target=target)
                 self._run(self._move_local(name, target), f"failback {name}")
 
     # -- local group actions -------------------------------------------------
@@ -609,7 +594,7 @@ class ClusterController(MonitorRecoveryActions):
             raise OperationError(f"group {name} is busy: {self._busy[name]}")
         self._busy[name] = "starting"
         try:
-            self.alert("rc", 10, Level.INFO, f"Start group {name} (event {event}).")
+            self.alert(catalog.GROUP_STARTING, group=name, event=event)
             eligible_elsewhere = lambda: placement.next_server(  # noqa: E731
                 self.groups_by_name[name], self.local, self.eligible(), self.holders(), self.groups_by_name)
             outcome = yield self._locked(
@@ -619,18 +604,17 @@ class ClusterController(MonitorRecoveryActions):
             self._busy.pop(name, None)
         if outcome.ok:
             self.escalation.reset_group(name)
-            self.alert("rc", 11, Level.INFO, f"Group {name} has started.")
+            self.alert(catalog.GROUP_STARTED, group=name)
             self._check_dual_activation()
             return {"message": f"group {name} started on {self.local}"}
-        self.alert("rc", 12, Level.ERROR, f"Failed to start group {name} ({outcome.resource}: {outcome.error}).")
+        self.alert(catalog.GROUP_START_FAILED, group=name, resource=outcome.resource, error=outcome.error)
         if outcome.failover:
             target = eligible_elsewhere()
             if target is None:
-                self.alert("rc", 61, Level.ERROR, f"There is no appropriate destination for the group {name}.")
+                self.alert(catalog.NO_DESTINATION, group=name)
                 raise OperationError(f"group {name} failed on {self.local} and has no other server")
-            self.alert("rc", 60, Level.INFO,
-                        f"Server {target} has been set as the destination for the group {name} "
-                        f"(reason: {outcome.resource} activation failed).")
+            self.alert(catalog.FAILOVER_DESTINATION, target=target, group=name,
+                       reason=f"{outcome.resource} activation failed")
             self._run(self.peers.call(target, "group_start_local", group=name, event="FAILOVER"),
                       f"failover {name} to {target}")
             return {"message": f"group {name} failed on {self.local}; failing over to {target}"}
@@ -640,8 +624,7 @@ class ClusterController(MonitorRecoveryActions):
 
     @defer.inlineCallbacks
     def _final_action(self, action, group_name, outcome):
-        self.alert("rc", 200, Level.ERROR,
-                    f"Final action for {outcome.resource} of group {group_name}: {action.words}.")
+        self.alert(catalog.RESOURCE_FINAL_ACTION, resource=outcome.resource, group=group_name, action=action.words)
         if action in (FinalAction.STOP_CLUSTER_SERVICE, FinalAction.STOP_SERVICE_AND_SHUTDOWN,
                       FinalAction.STOP_SERVICE_AND_REBOOT):
             yield self.stop_service(move_groups=True, keep_failed=group_name)
@@ -657,16 +640,16 @@ class ClusterController(MonitorRecoveryActions):
             raise OperationError(f"group {name} is busy: {self._busy[name]}")
         self._busy[name] = "stopping"
         try:
-            self.alert("rc", 20, Level.INFO, f"Stop group {name}.")
+            self.alert(catalog.GROUP_STOPPING, group=name)
             outcome = yield self._locked(name, group.deactivate, factor)
         finally:
             self._busy.pop(name, None)
         if not outcome.ok:
-            self.alert("rc", 22, Level.ERROR, f"Failed to stop group {name} ({outcome.resource}: {outcome.error}).")
+            self.alert(catalog.GROUP_STOP_FAILED, group=name, resource=outcome.resource, error=outcome.error)
             if outcome.final_action is not None:
                 yield self._final_action(outcome.final_action, name, outcome)
             raise OperationError(f"group {name} failed to stop on {self.local}: {outcome.resource}: {outcome.error}")
-        self.alert("rc", 21, Level.INFO, f"Group {name} has stopped.")
+        self.alert(catalog.GROUP_STOPPED, group=name)
         return {"message": f"group {name} stopped on {self.local}"}
 
     @defer.inlineCallbacks
@@ -683,8 +666,7 @@ class ClusterController(MonitorRecoveryActions):
             result = yield self.call(target, "group_start_local", group=name, event="START")
             return result
         except Exception as e:
-            self.alert("rc", 52, Level.ERROR, f"Failed to move group {name} to {target}: {e}. "
-                                               f"Starting it again on {origin}.")
+            self.alert(catalog.GROUP_MOVE_FAILED, group=name, target=target, error=e, origin=origin)
             yield self.call(origin, "group_start_local", group=name, event="START")
             raise OperationError(f"group {name} could not start on {target} ({e}); it was started "
                                  f"again on {origin}")

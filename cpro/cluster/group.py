@@ -12,9 +12,10 @@ from typing import Optional
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from cpro import alertcatalog as catalog
 from cpro.cluster.escalation import FinalAction
 from cpro.cluster.placement import is_home
-from cpro.cluster.states import GroupState, Level, ResourceState
+from cpro.cluster.states import GroupState, ResourceState
 from cpro.resources.base import ActionContext
 
 log = Logger()
@@ -111,8 +112,13 @@ class LocalGroup:
         resource = self._resources[name]
         attempts = 1 + (rcfg.act_retry if activate else rcfg.deact_retry)
         verb = "Activating" if activate else "Stopping"
-        module_id = (30, 32) if activate else (40, 42)
-        self._alerts.emit("rc", module_id[0], Level.INFO, f"{verb} {name} resource has started.")
+        if activate:
+            started, completed, failed = (catalog.RESOURCE_ACTIVATING, catalog.RESOURCE_ACTIVATED,
+                                          catalog.RESOURCE_ACTIVATION_FAILED)
+        else:
+            started, completed, failed = (catalog.RESOURCE_STOPPING, catalog.RESOURCE_STOPPED,
+                                          catalog.RESOURCE_STOP_FAILED)
+        self._alerts.emit(*started.format(resource=name))
         error = ""
         for attempt in range(attempts):
             try:
@@ -125,10 +131,9 @@ class LocalGroup:
                 log.warn("{verb} {r} failed (attempt {n}/{m}): {e}", verb=verb, r=name,
                          n=attempt + 1, m=attempts, e=error)
                 continue
-            self._alerts.emit("rc", module_id[0] + 1, Level.INFO, f"{verb} {name} resource has completed.")
+            self._alerts.emit(*completed.format(resource=name))
             return ""
-        self._alerts.emit("rc", module_id[1], Level.ERROR,
-                          f"{verb} {name} resource has failed.({error})")
+        self._alerts.emit(*failed.format(resource=name, error=error))
         return error
 
     @defer.inlineCallbacks

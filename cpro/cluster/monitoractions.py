@@ -9,10 +9,11 @@ every server (the mark travels in the state reports).
 
 from twisted.internet import defer
 
+from cpro import alertcatalog as catalog
 from cpro.cluster import placement
 from cpro.cluster.errors import OperationError
 from cpro.cluster.recovery import MonitorFinalAction
-from cpro.cluster.states import GroupState, Level, ResourceState
+from cpro.cluster.states import GroupState, ResourceState
 
 
 class MonitorRecoveryActions:
@@ -83,31 +84,31 @@ class MonitorRecoveryActions:
     def restart_resource_for_monitor(self, resource, monitor):
         """Reactivation of a resource: deactivate and activate it within its group."""
         group = self._resource_group(resource)
-        self.alert("rc", 80, Level.INFO, f"Restarting resource {resource} (monitor {monitor}).")
+        self.alert(catalog.RESOURCE_RESTARTING, resource=resource, monitor=monitor)
         outcome = yield self._locked(group.name, group.deactivate_resource, resource, factor="RESOURCERESTART")
         if outcome.ok:
             outcome = yield self._locked(group.name, group.activate_resource, resource, "START")
         if not outcome.ok:
-            self.alert("rc", 82, Level.ERROR, f"Failed to restart resource {resource}. ({outcome.error})")
+            self.alert(catalog.RESOURCE_RESTART_FAILED, resource=resource, error=outcome.error)
             raise OperationError(f"resource {resource} failed to restart: {outcome.error}")
-        self.alert("rc", 81, Level.INFO, f"Resource {resource} has been restarted.")
+        self.alert(catalog.RESOURCE_RESTARTED, resource=resource)
         return {"message": f"resource {resource} restarted on {self.local}"}
 
     @defer.inlineCallbacks
     def restart_group_for_monitor(self, name, monitor):
         """Reactivation of a group: stop it here and start it here again."""
         self.group(name)
-        self.alert("rc", 70, Level.INFO, f"Restarting group {name} (monitor {monitor}).")
+        self.alert(catalog.GROUP_RESTARTING, group=name, monitor=monitor)
         try:
             yield self.stop_group_local(name, factor="GROUPRESTART")
             result = yield self.start_group_local(name, event="START")
         except Exception as e:
-            self.alert("rc", 72, Level.ERROR, f"Failed to restart group {name}. ({e})")
+            self.alert(catalog.GROUP_RESTART_FAILED, group=name, error=e)
             raise
         if not self.group_active(name):
-            self.alert("rc", 72, Level.ERROR, f"Failed to restart group {name}. ({result.get('message', '')})")
+            self.alert(catalog.GROUP_RESTART_FAILED, group=name, error=result.get("message", ""))
             raise OperationError(result.get("message") or f"group {name} did not start again")
-        self.alert("rc", 71, Level.INFO, f"Group {name} has been restarted.")
+        self.alert(catalog.GROUP_RESTARTED, group=name)
         return result
 
     @defer.inlineCallbacks
@@ -115,10 +116,10 @@ class MonitorRecoveryActions:
         """Stop group name here and start it on the next server of its policy. Returns that server."""
         target = self.failover_target(name)
         if target is None:
-            self.alert("rc", 61, Level.ERROR, f"There is no appropriate destination for the group {name}.")
+            self.alert(catalog.NO_DESTINATION, group=name)
             raise OperationError(f"no other server can take group {name}")
-        self.alert("rc", 60, Level.INFO, f"Server {target} has been set as the destination for the group "
-                                          f"{name} (reason: error detected by monitor {monitor}).")
+        self.alert(catalog.FAILOVER_DESTINATION, target=target, group=name,
+                   reason=f"error detected by monitor {monitor}")
         yield self.stop_group_local(name, factor="GROUPFAILOVER")
         yield self.call(target, "group_start_local", group=name, event="FAILOVER")
         return target

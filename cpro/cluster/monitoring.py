@@ -25,7 +25,8 @@ old -> new and emits the alert (module 'rm', ids in docs/operations.md).
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from cpro.cluster.states import Level, MonitorState
+from cpro import alertcatalog as catalog
+from cpro.cluster.states import MonitorState
 from cpro.resources.monitors.base import CheckResult, CheckStatus
 
 log = Logger()
@@ -126,21 +127,21 @@ class MonitorRunner:
         n = self.name
         if new is MonitorState.UNKNOWN:
             if old is MonitorState.SUSPENDED:
-                self.alerts.emit("rm", 30, Level.INFO, f"Monitoring {n} was resumed.")
+                self.alerts.emit(*catalog.MONITOR_RESUMED.format(monitor=n))
             else:
-                self.alerts.emit("rm", 1, Level.INFO, f"Monitoring {n} has started.")
+                self.alerts.emit(*catalog.MONITOR_STARTED.format(monitor=n))
         elif new is MonitorState.STOPPED:
-            self.alerts.emit("rm", 2, Level.INFO, f"Monitoring {n} has stopped.")
+            self.alerts.emit(*catalog.MONITOR_STOPPED.format(monitor=n))
         elif new is MonitorState.SUSPENDED:
-            self.alerts.emit("rm", 29, Level.INFO, f"Monitoring {n} was suspended.")
+            self.alerts.emit(*catalog.MONITOR_SUSPENDED.format(monitor=n))
         elif new is MonitorState.WARNING:
-            self.alerts.emit("rm", 4, Level.WARNING, f"Warn monitoring {n}. ({detail})")
+            self.alerts.emit(*catalog.MONITOR_WARNING.format(monitor=n, detail=detail))
         elif new is MonitorState.ERROR:
-            self.alerts.emit("rm", 9, Level.ERROR, f"Detected an error in monitoring {n}. ({detail})")
+            self.alerts.emit(*catalog.MONITOR_ERROR.format(monitor=n, detail=detail))
         elif new is MonitorState.NORMAL and old is MonitorState.ERROR:
-            self.alerts.emit("rm", 26, Level.INFO, f"{n} status changed from error to normal.")
+            self.alerts.emit(*catalog.MONITOR_ERROR_CLEARED.format(monitor=n))
         elif new is MonitorState.NORMAL and old is MonitorState.WARNING:
-            self.alerts.emit("rm", 49, Level.INFO, f"{n} status changed from warning to normal.")
+            self.alerts.emit(*catalog.MONITOR_WARNING_CLEARED.format(monitor=n))
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -210,8 +211,8 @@ class MonitorRunner:
 
     def _start_failed(self, failure):
         # The checks still run: they report what is wrong, and recovery follows.
-        self.alerts.emit("rm", 7, Level.ERROR,
-                         f"Failed to start monitoring {self.name}. ({_text(failure.getErrorMessage())})")
+        self.alerts.emit(*catalog.MONITOR_START_FAILED.format(
+            monitor=self.name, error=_text(failure.getErrorMessage())))
 
     def _halt(self):
         """Forget the schedule and the check in progress (which is cancelled)."""
@@ -336,7 +337,5 @@ class MonitorRunner:
         if ratio >= 100:
             return
         if duration >= self.config.timeout * ratio / 100.0:
-            self.alerts.emit(
-                "rm", 71, Level.WARNING,
-                f"Detected a monitor delay in monitoring {self.name}. (timeout={self.config.timeout:g} s "
-                f"actual-time={duration:.3f} s delay warning rate={ratio}%)")
+            self.alerts.emit(*catalog.MONITOR_DELAY.format(
+                monitor=self.name, timeout=self.config.timeout, duration=duration, ratio=ratio))

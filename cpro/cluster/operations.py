@@ -9,9 +9,9 @@ start/stop/move of that group.
 
 from twisted.internet import defer
 
+from cpro import alertcatalog as catalog
 from cpro.cluster import placement
 from cpro.cluster.controller import OperationError
-from cpro.cluster.states import Level
 
 
 class OperatorRequests:
@@ -104,10 +104,10 @@ class OperatorRequests:
             target = placement.next_server(cfg, current, c.eligible(), c.holders(), c.groups_by_name)
             if target is None:
                 raise OperationError(f"no other server can take group {name}")
-        c.alert("rc", 50, Level.INFO, f"Move group {name} from {current} to {target}.")
+        c.alert(catalog.GROUP_MOVING, group=name, source=current, target=target)
         yield c.call(current, "group_stop_local", group=name, factor="GROUPMOVE")
         yield c.start_there_or_back(name, target, current)
-        c.alert("rc", 51, Level.INFO, f"Group {name} has moved to {target}.")
+        c.alert(catalog.GROUP_MOVED, group=name, target=target)
         return {"message": f"group {name} moved from {current} to {target}"}
 
     def _resource_holder(self, resource, server):

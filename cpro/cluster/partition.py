@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
-from cpro.cluster.states import Level
+from cpro import alertcatalog as catalog
 
 log = Logger()
 
@@ -228,18 +228,14 @@ class PartitionResolution:
         self._last[resolver.name] = (verdict, self._clock.seconds())
         if previous is not None and previous.healthy != verdict.healthy:
             if verdict.healthy:
-                self._alerts.emit("nm", 34, Level.INFO,
-                                  f"Network partition resolver {resolver.name} on {self._local} works again: "
-                                  f"{verdict.reason}.")
+                self._alerts.emit(*catalog.RESOLVER_WORKS_AGAIN.format(
+                    resolver=resolver.name, server=self._local, reason=verdict.reason))
             else:
-                self._alerts.emit("nm", 33, Level.WARNING,
-                                  f"Network partition resolver {resolver.name} on {self._local} fails: "
-                                  f"{verdict.reason}. If every heartbeat were lost now, {self._local} would "
-                                  "take itself for the cut-off side.")
+                self._alerts.emit(*catalog.RESOLVER_STOPPED_WORKING.format(
+                    resolver=resolver.name, server=self._local, reason=verdict.reason))
         elif previous is None and not verdict.healthy:
-            self._alerts.emit("nm", 33, Level.WARNING,
-                              f"Network partition resolver {resolver.name} on {self._local} fails: "
-                              f"{verdict.reason}.")
+            self._alerts.emit(*catalog.RESOLVER_FAILS.format(
+                resolver=resolver.name, server=self._local, reason=verdict.reason))
         log_at = log.info if verdict.healthy else log.warn
         log_at("NP resolver {name} ({kind}): {state}: {reason}", name=resolver.name, kind=resolver.kind,
                state="healthy" if verdict.healthy else "cannot prove this server healthy",
@@ -254,9 +250,8 @@ class PartitionResolution:
             self._finish(server, Outcome.ISOLATED, reasons)
             return result
         if self._resolvers:
-            self._alerts.emit("nm", 32, Level.INFO,
-                              f"Network partition resolution for server {server}: {self._local} is on the "
-                              f"healthy side ({'; '.join(reasons)}).")
+            self._alerts.emit(*catalog.PARTITION_HEALTHY_SIDE.format(
+                server=server, local=self._local, reasons="; ".join(reasons)))
         if self._forced_stop is not None:
             self._fence(server, episode)
         else:
@@ -266,8 +261,7 @@ class PartitionResolution:
     # -- forced stop and the takeover wait -------------------------------------------
 
     def _fence(self, server, episode):
-        self._alerts.emit("nm", 40, Level.WARNING,
-                          f"Forced stop of server {server} ({self._fs.method}) has started.")
+        self._alerts.emit(*catalog.FORCED_STOP_STARTED.format(server=server, method=self._fs.method))
         try:
             d = defer.maybeDeferred(self._forced_stop.stop_server, server)
         except Exception as e:
@@ -282,20 +276,18 @@ class PartitionResolution:
             return result
 
         def succeeded(_):
-            self._alerts.emit("nm", 41, Level.INFO, f"Forced stop of server {server} has succeeded.")
+            self._alerts.emit(*catalog.FORCED_STOP_SUCCEEDED.format(server=server))
             self._finish(server, Outcome.FAILOVER)
 
         def failed(failure):
             why = (f"no confirmation within {self._fs.timeout:g} s" if failure.check(defer.CancelledError)
                    else failure.getErrorMessage())
-            self._alerts.emit("nm", 42, Level.ERROR, f"Forced stop of server {server} has failed: {why}.")
+            self._alerts.emit(*catalog.FORCED_STOP_FAILED.format(server=server, reason=why))
             if self._fs.identify_on_failure:
                 self._identify(server)
             if self._fs.suppress_failover_on_failure:
                 self._suppressed.add(server)
-                self._alerts.emit("nm", 43, Level.ERROR,
-                                  f"Failover of the groups of server {server} is suppressed because its "
-                                  f"forced stop failed. Check the server and start the groups by hand.")
+                self._alerts.emit(*catalog.FAILOVER_SUPPRESSED.format(server=server))
                 self._finish(server, Outcome.SUPPRESSED)
             else:
                 self._wait_then_failover(server, episode)

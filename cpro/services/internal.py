@@ -20,9 +20,9 @@ from twisted.logger import Logger
 from twisted.protocols import amp
 from zope.interface import implementer
 
+from cpro import alertcatalog as catalog
 from cpro.cluster.configcheck import PeerRun
 from cpro.cluster.controller import OperationError
-from cpro.cluster.states import Level
 from cpro.interfaces import IPeerChannel
 from cpro.protocols import internal as wire
 from cpro.protocols.keyring import accepted_keys, signing_key
@@ -455,8 +455,7 @@ class InternalService(service.MultiService):
     def auth_failed(self, server, why):
         if server not in self._auth_alerted:
             self._auth_alerted.add(server)
-            self.alerts.emit("nm", 80, Level.ERROR,
-                             f"Internal communication with {server} failed authentication: {why}")
+            self.alerts.emit(*catalog.PEER_AUTHENTICATION_FAILED.format(server=server, reason=why))
 
     def config_mismatch(self, server, detail, via=None, peer_run=None):
         """A peer runs another configuration. via: an outbound connection on
@@ -464,8 +463,7 @@ class InternalService(service.MultiService):
         L{PeerRun}, as it said when answering on via."""
         if server not in self._mismatch_alerted:
             self._mismatch_alerted.add(server)
-            self.alerts.emit("pm", 10, Level.ERROR,
-                             f"The configuration of {server} differs from this server's ({detail}).")
+            self.alerts.emit(*catalog.CONFIG_MISMATCH.format(server=server, detail=detail))
         return defer.maybeDeferred(self.on_config_mismatch, server, detail, via, peer_run)
 
     @defer.inlineCallbacks

@@ -34,10 +34,11 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from cpro import __version__, plugins
+from cpro import alertcatalog as catalog
 from cpro.cluster.controller import OperationError
 from cpro.cluster.monitoring import BY_CLUSTER, BY_OPERATOR, MonitorRunner
 from cpro.cluster.recovery import MonitorFinalAction, RecoveryEscalation, RecoveryStep
-from cpro.cluster.states import ClusterServiceState, Level, MonitorState
+from cpro.cluster.states import ClusterServiceState, MonitorState
 from cpro.resources.monitors.base import MonitorEnvironment
 from cpro.system.process import DEFAULT_PATH, run_command
 
@@ -63,17 +64,20 @@ _NO_DEFAULT = object()
 
 # Alert ids (module rm) of the script before each step: started, completed, failed.
 _SCRIPT_ALERTS = {
-    "RESTART": ("reactivation", 44, 45, 46),
-    "FAILOVER": ("failover", 33, 34, 35),
-    "FINALACTION": ("final action", 41, 42, 43),
+    "RESTART": (catalog.SCRIPT_BEFORE_REACTIVATION_STARTED, catalog.SCRIPT_BEFORE_REACTIVATION_COMPLETED,
+                catalog.SCRIPT_BEFORE_REACTIVATION_FAILED),
+    "FAILOVER": (catalog.SCRIPT_BEFORE_FAILOVER_STARTED, catalog.SCRIPT_BEFORE_FAILOVER_COMPLETED,
+                 catalog.SCRIPT_BEFORE_FAILOVER_FAILED),
+    "FINALACTION": (catalog.SCRIPT_BEFORE_FINAL_ACTION_STARTED, catalog.SCRIPT_BEFORE_FINAL_ACTION_COMPLETED,
+                    catalog.SCRIPT_BEFORE_FINAL_ACTION_FAILED),
 }
 # Final actions: alert before (the service may stop), after success, after failure.
 _FINAL_ALERTS = {
-    MonitorFinalAction.STOP_GROUP: (None, 12, 18),
-    MonitorFinalAction.STOP_RESOURCE: (None, 12, 18),
-    MonitorFinalAction.STOP_CLUSTER_SERVICE: (15, None, 21),
-    MonitorFinalAction.STOP_SERVICE_AND_SHUTDOWN: (16, None, 22),
-    MonitorFinalAction.STOP_SERVICE_AND_REBOOT: (17, None, 23),
+    MonitorFinalAction.STOP_GROUP: (None, catalog.RECOVERY_TARGET_STOPPED, catalog.TARGET_STOP_FAILED),
+    MonitorFinalAction.STOP_RESOURCE: (None, catalog.RECOVERY_TARGET_STOPPED, catalog.TARGET_STOP_FAILED),
+    MonitorFinalAction.STOP_CLUSTER_SERVICE: (catalog.CLUSTER_STOP_REQUIRED, None, catalog.CLUSTER_STOP_FAILED),
+    MonitorFinalAction.STOP_SERVICE_AND_SHUTDOWN: (catalog.SHUTDOWN_REQUIRED, None, catalog.SHUTDOWN_FAILED),
+    MonitorFinalAction.STOP_SERVICE_AND_REBOOT: (catalog.REBOOT_REQUIRED, None, catalog.REBOOT_FAILED),
 }
 
 
@@ -174,8 +178,7 @@ class MonitorService(service.Service):
         for name in added + changed:
             self._build(new[name])
             if name in self.broken and self.running:
-                self.alerts.emit("rm", 6, Level.ERROR, f"Monitor configuration of {name} is invalid. "
-                                                       f"({self.broken[name]})")
+                self.alerts.emit(*catalog.MONITOR_CONFIG_INVALID.format(monitor=name, reason=self.broken[name]))
         self.sync()
         self.controller.notify_changed()
         return added, removed, changed
@@ -185,7 +188,7 @@ class MonitorService(service.Service):
     def startService(self):
         super().startService()
         for name, why in sorted(self.broken.items()):
-            self.alerts.emit("rm", 6, Level.ERROR, f"Monitor configuration of {name} is invalid. ({why})")
+            self.alerts.emit(*catalog.MONITOR_CONFIG_INVALID.format(monitor=name, reason=why))
         self._schedule_lag(self.reactor.seconds() + self.lag_interval)
         self.sync()
 
@@ -341,14 +344,10 @@ class MonitorService(service.Service):
     def _on_error(self, runner, result, timed_out):
         m = runner.config
         if timed_out and not m.timeout_recover:
-            self.alerts.emit("rm", 193, Level.WARNING,
-                             f"Recovery action at timeout occurrence was disabled, so the recovery action of "
-                             f"monitor {m.name} was not executed.")
+            self.alerts.emit(*catalog.RECOVERY_IGNORED_TIMEOUT.format(monitor=m.name))
             return
         if not self.recovery_enabled:
-            self.alerts.emit("rm", 192, Level.WARNING,
-                             f"Ignored the recovery action in monitoring {m.name} because recovery action "
-                             f"caused by monitor resource error is disabled.")
+            self.alerts.emit(*catalog.RECOVERY_IGNORED_DISABLED.format(monitor=m.name))
             return
         if self.controller.service is not ClusterServiceState.RUNNING:
             return
@@ -367,14 +366,13 @@ class MonitorService(service.Service):
         esc = self.escalations[m.name]
         group, resource = self._target(m)
         if rec.kind == "rsc" and group is None:
-            self.alerts.emit("rm", 24, Level.ERROR, f"The group of {rec.target} resource is unknown.")
+            self.alerts.emit(*catalog.RECOVERY_GROUP_UNKNOWN.format(target=rec.target))
             return
         while True:
             if not self._target_active(m, group, resource):
                 if not esc.not_active_alerted:
                     esc.not_active_alerted = True
-                    self.alerts.emit("rm", 25, Level.WARNING, f"Recovery will not be executed since the "
-                                                              f"recovery target {rec.target} is not active.")
+                    self.alerts.emit(*catalog.RECOVERY_TARGET_NOT_ACTIVE.format(target=rec.target))
                 self._end_sequence(m)
                 return
             available = group is not None and self.controller.failover_target(group) is not None
@@ -382,9 +380,8 @@ class MonitorService(service.Service):
             if decision.step is RecoveryStep.EXHAUSTED:
                 if not esc.exhausted_alerted:
                     esc.exhausted_alerted = True
-                    self.alerts.emit("rm", 100, Level.WARNING,
-                                     f"Restart count exceeded the maximum of {rec.restart_threshold}. Final action "
-                                     f"of monitoring {m.name} will not be executed.")
+                    self.alerts.emit(*catalog.RESTART_COUNT_EXCEEDED.format(
+                        maximum=rec.restart_threshold, monitor=m.name))
                 return
             if group is not None:
                 self.controller.begin_recovery(group, m.name)
@@ -407,59 +404,42 @@ class MonitorService(service.Service):
                 else:
                     yield c.restart_group_for_monitor(group, m.name)
             except Exception as e:
-                self.alerts.emit("rm", 19, Level.ERROR,
-                                 f"Attempted to restart the recovery target {target} due to the error detected "
-                                 f"in monitoring {m.name}, but failed. ({e})")
+                self.alerts.emit(*catalog.RECOVERY_RESTART_FAILED.format(target=target, monitor=m.name, error=e))
                 return False
-            self.alerts.emit("rm", 13, Level.INFO, f"Recovery target {target} has restarted because an error "
-                                                   f"was detected in monitoring {m.name}.")
+            self.alerts.emit(*catalog.RECOVERY_TARGET_RESTARTED.format(target=target, monitor=m.name))
             return True
         if decision.step is RecoveryStep.FAILOVER:
             yield self._script(m, m.recovery.script_before_failover, "FAILOVER", esc)
             try:
                 server = yield c.failover_group_for_monitor(group, m.name)
             except Exception as e:
-                self.alerts.emit("rm", 20, Level.ERROR, f"Attempted to fail over {target} due to the error "
-                                                        f"detected in monitoring {m.name}, but failed. ({e})")
+                self.alerts.emit(*catalog.RECOVERY_FAILOVER_FAILED.format(target=target, monitor=m.name, error=e))
                 if not c.group_active(group):
                     self._end_sequence(m)
                 return False
-            self.alerts.emit("rm", 14, Level.INFO, f"Recovery target {target} failed over to {server} because "
-                                                   f"an error was detected in monitoring {m.name}.")
+            self.alerts.emit(*catalog.RECOVERY_TARGET_FAILED_OVER.format(target=target, server=server, monitor=m.name))
             self._end_sequence(m)  # the group left this server
             return True
         action = decision.final_action
         try:
             if decision.suppressed:
-                self.alerts.emit("rm", 200, Level.WARNING,
-                                 f"Since there is no other normally running server, the final action({action.words}) "
-                                 f"for an error detection of monitor resource {m.name} was suppressed.")
+                self.alerts.emit(*catalog.FINAL_ACTION_SUPPRESSED.format(action=action.words, monitor=m.name))
                 return True
             if action is MonitorFinalAction.NONE:
                 log.info("monitor {m}: final action is no operation", m=m.name)
                 return True
             yield self._script(m, m.recovery.script_before_final, "FINALACTION", esc)
             before, after, failed = _FINAL_ALERTS[action]
-            if before == 15:
-                self.alerts.emit("rm", 15, Level.INFO, f"Stopping the cluster has been required because an error "
-                                                       f"was detected in monitoring {m.name}.")
-            elif before == 16:
-                self.alerts.emit("rm", 16, Level.INFO, f"Stopping the system has been required because an error "
-                                                       f"was detected in monitoring {m.name}.")
-            elif before == 17:
-                self.alerts.emit("rm", 17, Level.INFO, f"Rebooting the system has been required because an error "
-                                                       f"was detected in monitoring {m.name}.")
+            if before is not None:
+                self.alerts.emit(*before.format(monitor=m.name))
             try:
                 yield c.final_action_for_monitor(action, m.name, group=group, resource=resource)
             except Exception as e:
-                self.alerts.emit("rm", failed, Level.ERROR,
-                                 f"Attempted the final action ({action.words}) for {target} due to the error "
-                                 f"detected in monitoring {m.name}, but failed. ({e})")
+                self.alerts.emit(*failed.format(action=action.words, target=target, monitor=m.name, error=e))
                 return True
-            if after == 12:
+            if after is not None:
                 stopped = resource if action is MonitorFinalAction.STOP_RESOURCE else (group or target)
-                self.alerts.emit("rm", 12, Level.INFO, f"Recovery target {stopped} has stopped because an error "
-                                                       f"was detected in monitoring {m.name}.")
+                self.alerts.emit(*after.format(target=stopped, monitor=m.name))
             return True
         finally:
             # The operator may act on the group again after the final action.
@@ -471,9 +451,8 @@ class MonitorService(service.Service):
         path = m.recovery.script
         if not wanted or not path:
             return
-        words, started, completed, failed = _SCRIPT_ALERTS[action]
-        self.alerts.emit("rm", started, Level.INFO,
-                         f"Script before {words} upon failure in monitoring {m.name} started.")
+        started, completed, failed = _SCRIPT_ALERTS[action]
+        self.alerts.emit(*started.format(monitor=m.name))
         env = {
             "CLP_MONITORNAME": m.name,
             "CLP_ACTION": action,
@@ -491,15 +470,12 @@ class MonitorService(service.Service):
             result = yield self.run_script(self.reactor, [path], env=env, timeout=m.recovery.script_timeout,
                                            log_path=os.path.join(self.log_dir, f"{m.name}.recovery.log"))
         except Exception as e:
-            self.alerts.emit("rm", failed, Level.ERROR,
-                             f"Script before {words} upon failure in monitoring {m.name} failed. ({e})")
+            self.alerts.emit(*failed.format(monitor=m.name, error=e))
             return
         if result.succeeded:
-            self.alerts.emit("rm", completed, Level.INFO,
-                             f"Script before {words} upon failure in monitoring {m.name} completed.")
+            self.alerts.emit(*completed.format(monitor=m.name))
         else:
-            self.alerts.emit("rm", failed, Level.ERROR, f"Script before {words} upon failure in monitoring "
-                                                        f"{m.name} failed. (it {result.describe()})")
+            self.alerts.emit(*failed.format(monitor=m.name, error=f"it {result.describe()}"))
 
     # -- operator requests ---------------------------------------------------------
 
@@ -540,7 +516,7 @@ class MonitorService(service.Service):
         runners = self._select(name)
         changed = [r for r in runners if r.suspend(BY_OPERATOR, alert=name is not None)]
         if name is None:
-            self.alerts.emit("rm", 31, Level.INFO, "All monitors were suspended.")
+            self.alerts.emit(*catalog.ALL_MONITORS_SUSPENDED.format())
         return self._done(changed, "suspended", name)
 
     def resume(self, name=None):
@@ -548,25 +524,24 @@ class MonitorService(service.Service):
         changed = [r for i, r in enumerate(runners)
                    if r.resume(BY_OPERATOR, alert=name is not None, offset=self._offset(i, r))]
         if name is None:
-            self.alerts.emit("rm", 32, Level.INFO, "All monitors were resumed.")
+            self.alerts.emit(*catalog.ALL_MONITORS_RESUMED.format())
         return self._done(changed, "resumed", name)
 
     def set_dummy(self, name, on):
         try:
             runners = self._select(name)
         except OperationError:
-            self.alerts.emit("rm", 184 if on else 185, Level.WARNING,
-                             f"An attempt to {'enable' if on else 'disable'} Dummy Failure of monitor resource "
-                             f"{name} failed.")
+            refused = catalog.DUMMY_FAILURE_ENABLE_FAILED if on else catalog.DUMMY_FAILURE_DISABLE_FAILED
+            self.alerts.emit(*refused.format(monitor=name))
             raise
         changed = [r for r in runners if r.set_dummy(on)]
         words = "enabled" if on else "disabled"
         if name is None:
-            self.alerts.emit("rm", 182 if on else 183, Level.WARNING if on else Level.INFO,
-                             f"Dummy Failure of all monitors will be {words}.")
+            everywhere = catalog.DUMMY_FAILURE_ALL_ENABLED if on else catalog.DUMMY_FAILURE_ALL_DISABLED
+            self.alerts.emit(*everywhere.format())
         elif changed:
-            self.alerts.emit("rm", 180 if on else 181, Level.WARNING if on else Level.INFO,
-                             f"Dummy Failure of monitor resource {name} is {words}.")
+            one = catalog.DUMMY_FAILURE_ENABLED if on else catalog.DUMMY_FAILURE_DISABLED
+            self.alerts.emit(*one.format(monitor=name))
         return self._done(changed, f"dummy failure {words}", name)
 
     def clear(self, name=None):
@@ -583,10 +558,9 @@ class MonitorService(service.Service):
         if self.recovery_enabled is not on:
             self.recovery_enabled = on
             if on:
-                self.alerts.emit("rm", 191, Level.INFO, "Recovery action caused by monitor resource error is enabled.")
+                self.alerts.emit(*catalog.RECOVERY_ACTIONS_ENABLED.format())
             else:
-                self.alerts.emit("rm", 190, Level.WARNING,
-                                 "Recovery action caused by monitor resource error is disabled.")
+                self.alerts.emit(*catalog.RECOVERY_ACTIONS_DISABLED.format())
             self._changed()
         return {"message": f"recovery actions of monitors {'enabled' if on else 'disabled'} on {self.local}"}
 

@@ -16,12 +16,13 @@ from twisted.application import service
 from twisted.internet import defer, error
 from twisted.logger import Logger
 
+from cpro import alertcatalog as catalog
 from cpro import crashnote, exitcodes, plugins
 from cpro.cluster import configcheck
 from cpro.cluster.controller import ClusterController
 from cpro.cluster.group import LocalGroup
 from cpro.cluster.membership import Membership
-from cpro.cluster.states import ClusterServiceState, Level
+from cpro.cluster.states import ClusterServiceState
 from cpro.config.diff import Need
 from cpro.protocols.heartbeat import StateDigest, new_incarnation
 from cpro.protocols.keyring import Keyring
@@ -229,12 +230,12 @@ class ClusterNode(service.MultiService):
         self.ledger.claim()  # the supervisor reads our pid in it: we got this far
         notes = crashnote.take_notes(self.state_dir)
         for note in notes:
-            self.alerts.emit("pm", 20, Level.ERROR, crashnote.describe(note))
+            self.alerts.emit(*catalog.DAEMON_CRASHED.format(**crashnote.alert_fields(note)))
         report = yield cleanup_leftovers(self.reactor, self.ledger, self.removers)
         if report.found or report.stale:
-            level = Level.ERROR if report.failed else (Level.WARNING if report.found else Level.INFO)
-            self.alerts.emit("pm", 21, level,
-                             f"Cleaned up after the previous cluster daemon on {self.local}: {report.summary()}.")
+            entry = (catalog.LEFTOVERS_NOT_ALL_REMOVED if report.failed else
+                     catalog.LEFTOVERS_CLEANED if report.found else catalog.STALE_LEFTOVERS_DROPPED)
+            self.alerts.emit(*entry.format(server=self.local, summary=report.summary()))
         if self.after_crash or any(crashnote.same_boot(n, self.ledger.boot) for n in notes):
             self.controller.skip_auto_start_once("the previous cluster daemon ended abnormally")
         elif had_leftovers:
@@ -336,8 +337,7 @@ class ClusterNode(service.MultiService):
         service and, for actions 2 and 3, shut down or reboot the OS."""
         report = yield release(self.reactor, self.ledger.entries(), self.removers, grace=0.0,
                                addresses_first=True)
-        self.alerts.emit("nm", 31, Level.WARNING,
-                         f"Emergency release on {self.local} after a network partition: {report.summary()}.")
+        self.alerts.emit(*catalog.EMERGENCY_RELEASE.format(server=self.local, summary=report.summary()))
         try:
             yield self.controller.stop_service(move_groups=False)
         except Exception:

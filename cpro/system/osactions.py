@@ -9,7 +9,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from cpro.cluster.states import Level
+from cpro import alertcatalog as catalog
 from cpro.interfaces import IOSActions
 from cpro.system.process import run_command
 
@@ -34,15 +34,15 @@ class OSActions:
         argv = getattr(self._commands, action, None)
         if not argv:
             raise ValueError(f"unknown OS action: {action}")
-        self._alerts.emit("pm", 90, Level.WARNING,
-                          f"Running OS action '{action}' on {self._local} ({reason}): {' '.join(argv)}")
+        self._alerts.emit(*catalog.OS_ACTION_RUNNING.format(
+            action=action, server=self._local, reason=reason, command=" ".join(argv)))
         env = {"CPRO_ACTION": action, "CPRO_REASON": reason, "CPRO_SERVER_NAME": self._local}
         try:
             result = yield run_command(self._reactor, list(argv), env=env, timeout=self._timeout)
         except Exception as e:
-            self._alerts.emit("pm", 91, Level.ERROR, f"OS action '{action}' could not run: {e}")
+            self._alerts.emit(*catalog.OS_ACTION_NOT_RUN.format(action=action, error=e))
             return None
         if result.exit_code != 0:
-            self._alerts.emit("pm", 91, Level.ERROR,
-                              f"OS action '{action}' failed (exit {result.exit_code}, signal {result.signal}).")
+            self._alerts.emit(*catalog.OS_ACTION_FAILED.format(
+                action=action, exit_code=result.exit_code, signal=result.signal))
         return result

@@ -42,13 +42,13 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from cpro import alertcatalog as catalog
 from cpro.cluster.controller import ClusterController, OperationError
 from cpro.cluster.group import LocalGroup
 from cpro.cluster.membership import Membership
 from cpro.cluster.operations import OperatorRequests
 from cpro.cluster.partition import PartitionResolution
 from cpro.cluster.placement import holders_from_view
-from cpro.cluster.states import Level
 from cpro.interfaces import IAlertSink, IOSActions, IPeerChannel
 from cpro.protocols.heartbeat import Incarnation
 from cpro.testing.fakes import FakeForcedStop, FakeNPResolver, FakeResource
@@ -366,7 +366,7 @@ class InMemoryServer:
         service, then the OS action."""
         for resource in self.resources.values():
             resource.active = False
-        self.alerts.emit("nm", 31, Level.WARNING, f"Emergency release on {self.name} after a network partition.")
+        self.alerts.emit(*catalog.EMERGENCY_RELEASE.format(server=self.name, summary="its fake resources released"))
         try:
             yield self.controller.stop_service(move_groups=False)
         except Exception:
