@@ -55,23 +55,45 @@ class IGroupResource(Interface):
         """A dict of run-time details for status views (may be empty)."""
 
 
-class IMonitor(Interface):
-    """One monitor resource (pidw, genw, fipw, ...) on the local server.
+class IMonitorLifecycle(Interface):
+    """What every monitor resource shares, polled (L{IMonitor}) or event-fed
+    (L{IEventMonitor}): a name, a type, start, stop and describe.
 
-    The engine (cpro.cluster.monitoring) schedules checks, enforces the
-    timeout by cancelling the Deferred that check() returned, counts retries
-    and runs recovery; a monitor only looks and reports.
+    A type lives in one module of L{cpro.resources.monitors} and registers
+    its factory and its schema (a L{cpro.config.schema.MonitorSchema}) with
+    C{@cpro.plugins.MONITOR_TYPES.register("TYPE", schema=...)}; the schema's
+    C{event_fed} says which of the two it is. The engine
+    (L{cpro.cluster.monitoring.MonitorRunner}) runs both with one state
+    machine: retries, suspend/resume, dummy failure, recovery, status.
     """
 
     name = Attribute("monitor name as in clp.conf")
-    type = Attribute("CLUSTERPRO short type name: 'pidw', 'genw', ...")
+    type = Attribute("CLUSTERPRO short type name: 'pidw', 'genw', 'mrw', ...")
 
     def start():
-        """Prepare to monitor (open devices, start a resident process).
+        """Prepare to monitor (open devices, start a resident process, subscribe).
 
-        Called when monitoring starts on this server (after firstmonwait is
-        scheduled, before the first check). Returns None or a Deferred.
+        Called when monitoring starts or resumes on this server (for a polled
+        monitor after firstmonwait is scheduled, before the first check).
+        Returns None or a Deferred.
         """
+
+    def stop():
+        """Stop monitoring (kill resident processes, close devices). None or a Deferred."""
+
+    def describe():
+        """A dict of run-time details for status views (may be empty)."""
+
+
+class IMonitor(IMonitorLifecycle):
+    """One polled monitor resource (pidw, genw, fipw, ...) on the local server.
+
+    The engine (cpro.cluster.monitoring) schedules checks, enforces the
+    timeout by cancelling the Deferred that check() returned, counts retries
+    and runs recovery; a monitor only looks and reports. Built with
+    C{factory(reactor, config, params, env)} (see
+    L{cpro.resources.monitors.base}).
+    """
 
     def check():
         """Run one check. Never blocks the reactor.
@@ -82,11 +104,33 @@ class IMonitor(Interface):
             any process it started (the engine cancels on timeout).
         """
 
-    def stop():
-        """Stop monitoring (kill resident processes, close devices). None or a Deferred."""
 
-    def describe():
-        """A dict of run-time details for status views (may be empty)."""
+class IEventMonitor(IMonitorLifecycle):
+    """One event-fed monitor resource (mrw, bmcw, ...) on the local server.
+
+    It is never polled: its schema says C{event_fed=True} and it is built
+    with C{factory(reactor, config, params, env, report=report)}, where
+    C{report(result)} hands the engine a
+    L{cpro.resources.monitors.base.CheckResult} when an event arrives and
+    returns whether it was taken. Results also come from outside the type:
+    L{cpro.services.monitors.MonitorService.deliver} (the SNMP trap receiver,
+    clprexec) feeds the same engine by monitor name.
+
+    What the engine does with the results (L{cpro.cluster.monitoring}):
+      - an error is confirmed after C{polling/reconfirmation} further
+        consecutive error reports, then recovered exactly as a polled
+        monitor's error;
+      - the monitor shows Normal once started and until an error is
+        reported; a Warning report shows Warning;
+      - reports are refused (C{report} returns False) while monitoring is
+        stopped or suspended, during a dummy failure, while the recovery step
+        of a confirmed error is carried out, and, when C{clearable} is
+        false, a report other than an error while the monitor shows Error;
+      - the recovery counters are reset by a Normal report (or clpmonctrl
+        -c), not by monitoring starting again: no news is no proof of health.
+    """
+
+    clearable = Attribute("whether a Normal (or Warning) report may end an Error")
 
 
 class IHeartbeatPath(Interface):

@@ -13,7 +13,8 @@ Status payload::
      "resources": [{"name", "type", "status", "current", "group"}],
      "monitors": [{"name", "type", "status",
                    "servers": [{"name", "status", "duration"?, "error"?, "retries"?, "restarts"?,
-                                "failovers"?, "final_action_done"?, "dummy"?, "suspended"?}]}],
+                                "failovers"?, "final_action_done"?, "dummy"?, "suspended"?,
+                                "last_event"? (epoch seconds, event-fed monitors)}]}],
      "monitor_recovery": {server: bool}}   (optional: recovery actions enabled per server)
 
 Alerts payload: {"alerts": [{"time", "server", "module", "id", "level", "message"}]}.
@@ -246,6 +247,9 @@ def _monitor_details(entry):
     duration = entry.get("duration")
     if isinstance(duration, (int, float)) and not isinstance(duration, bool):
         parts.append(f"check {duration:.3f} s")
+    last_event = entry.get("last_event")  # event-fed monitors
+    if isinstance(last_event, (int, float)) and not isinstance(last_event, bool):
+        parts.append(f"last event {format_time(last_event)}")
     if entry.get("retries"):
         parts.append(f"retry {entry['retries']}")
     if entry.get("restarts"):

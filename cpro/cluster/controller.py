@@ -96,6 +96,9 @@ def _monitor_entry(value):
              "error": str(value.get("error") or "")[:512]}
     duration = value.get("duration")
     entry["duration"] = float(duration) if isinstance(duration, (int, float)) else None
+    last_event = value.get("last_event")  # event-fed monitors only
+    if isinstance(last_event, (int, float)) and not isinstance(last_event, bool):
+        entry["last_event"] = float(last_event)
     for key in ("retries", "restarts", "failovers"):
         entry[key] = int(value[key]) if isinstance(value.get(key), int) else 0
     for key in ("suspended", "dummy", "final_action_done", "recovering"):

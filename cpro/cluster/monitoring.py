@@ -18,6 +18,26 @@ A runner owns when checks run and what their results mean; the monitor type
 - suspend/resume (by an operator or with the cluster), dummy failure (checks
   report an error without running).
 
+An event-fed monitor (an L{cpro.interfaces.IEventMonitor}, C{event_fed}) runs
+through the same states, counts and recovery, with results that arrive
+instead of checks (L{MonitorRunner.report}, given to the type as its
+C{report} callback through an L{EventInlet}):
+
+- it shows Normal once the type has started (an error if it could not) and
+  takes reports from then on; no check is scheduled, so there is no timeout
+  and no delay warning, and C{first_wait} does not apply;
+- an error report is confirmed after ``retry`` further consecutive error
+  reports; a Normal or Warning report resets the count, and ends an Error
+  only when the type is C{clearable};
+- reports are refused while stopped, suspended, in a dummy failure, or while
+  the recovery of a confirmed error runs (they would be about the same
+  failure);
+- a dummy failure reports an error at once and then every ``interval`` (so
+  that it rehearses the whole escalation); when it ends, the monitor goes
+  back to the state the real reports had left;
+- the recovery counters are not reset when monitoring starts again (only a
+  Normal report resets them): no news is no proof of health.
+
 Every state change goes through L{MonitorRunner._transition}, which logs
 old -> new and emits the alert (module 'rm', ids in docs/operations.md).
 """
@@ -49,16 +69,38 @@ def _text(message):
     return text if len(text) <= MAX_ERROR_TEXT else text[:MAX_ERROR_TEXT - 3] + "..."
 
 
+class EventInlet:
+    """The C{report(result)} callable an event-fed monitor is built with.
+
+    The type is built before the runner that drives it, so its inlet is
+    connected to the runner afterwards; until then reports are refused.
+    """
+
+    def __init__(self):
+        self._runner = None
+
+    def connect(self, runner):
+        self._runner = runner
+
+    def __call__(self, result):
+        """Hand result to the runner. Returns whether it was taken."""
+        return self._runner.report(result) if self._runner is not None else False
+
+
 class MonitorRunner:
-    def __init__(self, clock, config, monitor, alerts, on_error=None, on_normal=None, on_change=None):
+    def __init__(self, clock, config, monitor, alerts, on_error=None, on_normal=None, on_change=None,
+                 event_fed=False):
         """
         @param config: the monitor's L{cpro.config.model.MonitorConfig}.
-        @param monitor: the L{cpro.interfaces.IMonitor} that runs the checks.
+        @param monitor: the L{cpro.interfaces.IMonitor} that runs the checks
+            or, with event_fed, the L{cpro.interfaces.IEventMonitor} whose
+            results arrive through L{report}.
         @param on_error: callable(runner, result, timed_out) -> None or a
             Deferred, for each confirmed error; the next check waits for it.
         @param on_normal: callable(runner) when a check is normal after any
             other state (the recovery counters reset).
         @param on_change: callable() after every state change (status push).
+        @param event_fed: the monitor is not polled (see the module docstring).
         """
         self.clock = clock
         self.config = config
@@ -85,6 +127,13 @@ class MonitorRunner:
         self._inflight = None  # the Deferred of the check in progress
         self._expired = False
         self._monitor_started = False
+        self.event_fed = bool(event_fed)
+        self.events = 0  # reports taken (event-fed)
+        self.last_event = None  # clock seconds of the last report taken (event-fed)
+        self._listening = None  # the generation whose reports are taken (event-fed, type started)
+        self._recovering = None  # the generation whose confirmed error is being recovered
+        self._event_state = MonitorState.NORMAL  # what the real reports left (event-fed)
+        self._from_dummy = False  # the state shown comes from a dummy failure (event-fed)
 
     # -- views -------------------------------------------------------------
 
@@ -108,6 +157,9 @@ class MonitorRunner:
             "checks": self.checks,
             "suspended": self.suspended,
             "dummy": self.dummy,
+            "event_fed": self.event_fed,
+            "events": self.events,
+            "last_event": self.last_event,
         }
 
     # -- the one transition function -----------------------------------------
@@ -196,6 +248,14 @@ class MonitorRunner:
         if self.dummy is on:
             return False
         self.dummy = on
+        if self.event_fed and self._listening == self._generation:
+            if on:
+                if self._recovering != self._generation:  # else: once the recovery has ended
+                    self._schedule(self._generation, 0.0)
+            else:
+                self._cancel_timer()
+                if self._recovering != self._generation:
+                    self._end_dummy()
         self.on_change()
         return True
 
@@ -205,6 +265,10 @@ class MonitorRunner:
         self._transition(MonitorState.UNKNOWN, alert=alert)
         self._monitor_started = True
         d = defer.maybeDeferred(self.monitor.start)
+        if self.event_fed:
+            d.addCallbacks(self._listen, self._listen, callbackArgs=(generation,), errbackArgs=(generation,))
+            d.addErrback(lambda f: log.failure("monitor {m}: starting failed", f, m=self.name))
+            return
         d.addErrback(self._start_failed)
         d.addCallback(lambda _: self._schedule(generation, delay))
         d.addErrback(lambda f: log.failure("monitor {m}: scheduling failed", f, m=self.name))
@@ -214,12 +278,32 @@ class MonitorRunner:
         self.alerts.emit(*catalog.MONITOR_START_FAILED.format(
             monitor=self.name, error=_text(failure.getErrorMessage())))
 
+    def _listen(self, started, generation):
+        """An event-fed type has started (started: None) or failed to (a Failure):
+        take its reports from now on; a failure to start is an error report,
+        since no event would tell of what is wrong."""
+        why = None
+        if started is not None:
+            self._start_failed(started)
+            why = started.getErrorMessage() or started.type.__name__
+        if generation != self._generation or not self.active:
+            return
+        self._listening = generation
+        self._event_state = MonitorState.NORMAL
+        self._from_dummy = False
+        if why is None:
+            self._transition(MonitorState.NORMAL)
+        else:
+            self._judge(generation, CheckResult.error(f"cannot receive events: {why}"), False,
+                        self.config.interval)
+            self._event_state = self.state
+        if self.dummy and self._recovering != generation:
+            self._schedule(generation, 0.0)
+
     def _halt(self):
         """Forget the schedule and the check in progress (which is cancelled)."""
         self._generation += 1
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
+        self._cancel_timer()
         self._cancel_deadline()
         inflight, self._inflight = self._inflight, None
         if inflight is not None and not inflight.called:
@@ -233,6 +317,11 @@ class MonitorRunner:
         d.addErrback(lambda f: log.failure("monitor {m}: stop failed", f, m=self.name))
         return d
 
+    def _cancel_timer(self):
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
     def _cancel_deadline(self):
         if self._deadline is not None and self._deadline.active():
             self._deadline.cancel()
@@ -243,6 +332,8 @@ class MonitorRunner:
     def _schedule(self, generation, delay):
         if generation != self._generation or not self.active:
             return
+        if self.event_fed and not self.dummy:
+            return  # nothing to poll: reports arrive
         self._due = self.clock.seconds() + delay
         self._timer = self.clock.callLater(delay, self._check, generation)
 
@@ -252,6 +343,11 @@ class MonitorRunner:
             return
         started = self.clock.seconds()
         self._late = max(0.0, started - self._due) if self._due is not None else 0.0
+        if self.event_fed:
+            if self.dummy:
+                self._from_dummy = True
+                self._judge(generation, CheckResult.error(DUMMY_FAILURE_TEXT), False, self.config.interval)
+            return
         if self.dummy:
             self._finished(generation, started, CheckResult.error(DUMMY_FAILURE_TEXT), timed_out=False,
                            dummy=True)
@@ -302,6 +398,10 @@ class MonitorRunner:
         if not timed_out and not dummy:
             self._delay_warning(duration)
         interval = self.config.interval - min(self._late, self.config.interval * CATCH_UP_SHARE)
+        return self._judge(generation, result, timed_out, interval)
+
+    def _judge(self, generation, result, timed_out, interval):
+        """What one result means (a check's or a report's); the next check after interval."""
         if result.status is CheckStatus.NORMAL:
             self.consecutive_errors = 0
             self.last_message = _text(result.message)
@@ -327,10 +427,61 @@ class MonitorRunner:
             return None
         self.consecutive_errors = 0
         self._transition(MonitorState.ERROR, self.last_error)
+        self._recovering = generation
         d = defer.maybeDeferred(self.on_error, self, result, timed_out)
         d.addErrback(lambda f: log.failure("monitor {m}: recovery failed", f, m=self.name))
-        d.addCallback(lambda _: self._schedule(generation, self.config.interval))
+        d.addCallback(lambda _: self._recovered(generation))
         return None
+
+    def _recovered(self, generation):
+        if self._recovering == generation:
+            self._recovering = None
+        if generation != self._generation:
+            return
+        if self.event_fed and self._from_dummy and not self.dummy:
+            self._end_dummy()  # the dummy failure ended while its recovery ran
+        self._schedule(generation, self.config.interval)
+
+    # -- reports (event-fed monitors) ------------------------------------------
+
+    def report(self, result):
+        """An event-fed monitor's result, as an event arrives.
+
+        @param result: a L{CheckResult}.
+        @return: whether it was taken (see the module docstring for when it is not).
+        """
+        if not self.event_fed or not isinstance(result, CheckResult):
+            return False
+        generation = self._generation
+        if not self.active or self._listening != generation or self.dummy or self._recovering == generation:
+            return False
+        if (result.status is not CheckStatus.ERROR and self.state is MonitorState.ERROR
+                and not getattr(self.monitor, "clearable", False)):
+            log.info("monitor {m}: {s} report refused: the type does not clear an error",
+                     m=self.name, s=result.status.value)
+            return False
+        self._take(result)
+        return True
+
+    def _take(self, result):
+        self.events += 1
+        self.last_event = self.clock.seconds()
+        self._from_dummy = False
+        self._judge(self._generation, result, False, self.config.interval)
+        self._event_state = self.state
+
+    def _end_dummy(self):
+        """A dummy failure of an event-fed monitor is over: back to what the real
+        reports had left, without a recovery of its own."""
+        self._from_dummy = False
+        self.consecutive_errors = 0
+        old, state = self.state, self._event_state
+        if state is MonitorState.NORMAL:
+            self._transition(MonitorState.NORMAL)
+            if old is not MonitorState.NORMAL:
+                self.on_normal(self)
+        else:
+            self._transition(state, self.last_error if state is MonitorState.ERROR else self.last_message)
 
     def _delay_warning(self, duration):
         ratio = self.config.delay_warning

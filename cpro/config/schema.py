@@ -79,6 +79,11 @@ class MonitorSchema:
     - C{per_server}: whether C{<server name=...><parameters>} overrides exist.
     - C{default_relation}: the relation kind assumed when neither
       relation/type nor relation/name is given.
+    - C{event_fed}: the type is not polled: it reports results when events
+      arrive (an L{cpro.interfaces.IEventMonitor}, built with a C{report}
+      callback). C{polling/reconfirmation} still counts error reports before
+      recovery; C{polling/interval} only paces a dummy failure's errors;
+      C{polling/timeout} and C{firstmonwait} are not used.
     """
 
     params: tuple = ()
@@ -89,3 +94,4 @@ class MonitorSchema:
     polling: Optional[Callable] = None
     per_server: bool = True
     default_relation: Optional[str] = None
+    event_fed: bool = False

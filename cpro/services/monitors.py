@@ -12,6 +12,9 @@ from the monitor type registry. The service
   step, the recovery-in-progress mark on the group, and the alerts;
 - serves the operator requests (suspend/resume, dummy failure, clear counters,
   the cluster-wide switch that disables recovery actions) and the status;
+- hands the events of event-fed monitors (schema C{event_fed}: SNMP traps,
+  clprexec notices) to their runners (L{deliver}), the same engine as polled
+  checks;
 - measures the reactor's lag for userw (L{reactor_lag}) and keeps the recent
   samples for the status (L{lag_report}).
 
@@ -36,7 +39,7 @@ from twisted.logger import Logger
 from cpro import __version__, plugins
 from cpro import alertcatalog as catalog
 from cpro.cluster.controller import OperationError
-from cpro.cluster.monitoring import BY_CLUSTER, BY_OPERATOR, MonitorRunner
+from cpro.cluster.monitoring import BY_CLUSTER, BY_OPERATOR, EventInlet, MonitorRunner
 from cpro.cluster.recovery import MonitorFinalAction, RecoveryEscalation, RecoveryStep
 from cpro.cluster.states import ClusterServiceState, MonitorState
 from cpro.resources.monitors.base import MonitorEnvironment
@@ -59,7 +62,8 @@ REPORT_ERROR_CHARS = 200  # of a monitor's last error in the state report
 REPORT_BUDGET = 30000
 # Status fields a peer fills in when the state report leaves them out.
 _PEER_DEFAULTS = {"error": "", "duration": None, "retries": 0, "restarts": 0, "failovers": 0,
-                  "suspended": False, "dummy": False, "final_action_done": False, "recovering": False}
+                  "suspended": False, "dummy": False, "final_action_done": False, "recovering": False,
+                  "last_event": None}
 _NO_DEFAULT = object()
 
 # Alert ids (module rm) of the script before each step: started, completed, failed.
@@ -82,13 +86,13 @@ _FINAL_ALERTS = {
 
 
 class _RegisteredTypes:
-    """type name -> monitor factory, from L{cpro.plugins.MONITOR_TYPES}; a type
+    """type name -> monitor L{plugins.Plugin}, from L{cpro.plugins.MONITOR_TYPES}; a type
     that cannot be loaded is logged and left out (its monitors are reported as
     not set up), not fatal."""
 
     def get(self, name):
         try:
-            return plugins.MONITOR_TYPES.get(name).factory
+            return plugins.MONITOR_TYPES.get(name)
         except plugins.UnknownType:
             return None
         except Exception:
@@ -103,8 +107,9 @@ class MonitorService(service.Service):
                  types=None, run_script=run_command, lag_interval=LAG_INTERVAL, stagger=STAGGER):
         """
         @param controller: the L{cpro.cluster.controller.ClusterController}.
-        @param types: type name -> monitor factory, a mapping with get()
-            (default: L{cpro.plugins.MONITOR_TYPES}).
+        @param types: a mapping with get(type name) -> a L{plugins.Plugin}
+            (factory and schema) or a bare factory (a polled type), None when
+            unknown (default: L{cpro.plugins.MONITOR_TYPES}).
         @param run_script: L{run_command} (tests inject a fake).
         @param stagger: seconds between the first checks of monitors that start
             or resume together (the Nth one waits N * stagger, modulo its interval).
@@ -143,17 +148,27 @@ class MonitorService(service.Service):
 
     def _build(self, m):
         """The runner of monitor m (or why it cannot run, in broken)."""
-        cls = self._types.get(m.type)
-        if cls is None:
+        entry = self._types.get(m.type)
+        if entry is None:
             self.broken[m.name] = f"monitor type {m.type} is not available"
             return
+        if isinstance(entry, plugins.Plugin):
+            factory, event_fed = entry.factory, bool(entry.schema is not None and entry.schema.event_fed)
+        else:
+            factory, event_fed = entry, False
+        # An event-fed type gets its report callback before its runner exists.
+        inlet = EventInlet() if event_fed else None
+        extra = {"report": inlet} if event_fed else {}
         try:
-            monitor = cls(self.reactor, m, m.params_on(self.local), self.env)
+            monitor = factory(self.reactor, m, m.params_on(self.local), self.env, **extra)
         except Exception as e:  # a type refusing its parameters must not stop the daemon
             self.broken[m.name] = f"{m.type}: {e}"
             return
-        self.runners[m.name] = MonitorRunner(self.reactor, m, monitor, self.alerts, on_error=self._on_error,
-                                             on_normal=self._on_normal, on_change=self._changed)
+        runner = MonitorRunner(self.reactor, m, monitor, self.alerts, on_error=self._on_error,
+                               on_normal=self._on_normal, on_change=self._changed, event_fed=event_fed)
+        if inlet is not None:
+            inlet.connect(runner)
+        self.runners[m.name] = runner
         self.escalations[m.name] = RecoveryEscalation(m.recovery)
 
     def reconfigure(self, config):
@@ -356,7 +371,10 @@ class MonitorService(service.Service):
             yield self._recover(m)
         finally:
             self._acting.discard(m.name)
-            if not runner.running:
+            if not runner.running or runner.event_fed:
+                # An event-fed monitor has no next check to prove the target
+                # healthy again: its sequence ends with each step, and the next
+                # error report begins the next one.
                 self._end_sequence(m)
             self._changed()
 
@@ -477,6 +495,29 @@ class MonitorService(service.Service):
         else:
             self.alerts.emit(*failed.format(monitor=m.name, error=f"it {result.describe()}"))
 
+    # -- events ------------------------------------------------------------------
+
+    def deliver(self, name, result):
+        """An event for the event-fed monitor name arrived (an SNMP trap, a clprexec
+        notice): hand its L{cpro.resources.monitors.base.CheckResult} to the monitor's
+        runner, as the type's own report callback does.
+
+        @return: whether it was taken: False for a monitor that does not run
+            here, is polled, stopped or suspended, in a dummy failure or
+            recovering, or that does not let this result clear its error.
+        """
+        runner = self.runners.get(name)
+        if runner is None or not runner.event_fed:
+            return False
+        return runner.report(result)
+
+    def event_monitors(self, mtype=None):
+        """The L{cpro.config.model.MonitorConfig}s of the event-fed monitors that
+        run here (of type mtype), by name: where a receiver looks for the
+        monitors an event is for (the category and keyword of an mrw)."""
+        return [r.config for n, r in sorted(self.runners.items())
+                if r.event_fed and (mtype is None or r.config.type == mtype)]
+
     # -- operator requests ---------------------------------------------------------
 
     def operate(self, args):
@@ -578,6 +619,8 @@ class MonitorService(service.Service):
                      # Bounded: the report travels in one internal message (<60 KB).
                      "error": status["error"][:REPORT_ERROR_CHARS],
                      "retries": status["retries"], "suspended": status["suspended"], "dummy": status["dummy"]}
+            if status["event_fed"]:
+                entry["last_event"] = status["last_event"]  # clock seconds, None before any
             entry.update(self.escalations[name].counters())
             entry["recovering"] = name in self._acting
             monitors[name] = entry
@@ -591,7 +634,8 @@ class MonitorService(service.Service):
     def _compact(self, monitors, budget=REPORT_BUDGET):
         """The monitors as peers get them: fields at their default left out (the
         peer fills them in), durations to 0.1 ms; over budget, the error texts
-        go, then the durations, then (logged) the entries of Normal monitors."""
+        go, then the durations, then the times of the last events, then (logged)
+        the entries of Normal monitors."""
         def small(entry):
             out = {}
             for key, value in entry.items():
@@ -605,7 +649,7 @@ class MonitorService(service.Service):
             return len(json.dumps(ms, separators=(",", ":")))
 
         out = {name: small(entry) for name, entry in monitors.items()}
-        for dropped in ("error", "duration"):
+        for dropped in ("error", "duration", "last_event"):
             if size(out) <= budget:
                 return out
             out = {name: {k: v for k, v in entry.items() if k != dropped} for name, entry in out.items()}

@@ -1,4 +1,6 @@
-"""Contract tests that every monitor type (IMonitor implementation) must pass.
+"""Contract tests that every monitor type must pass: MonitorContractMixin for
+polled types (IMonitor), EventMonitorContractMixin for event-fed ones
+(IEventMonitor, schema event_fed; see its docstring).
 
 How to use, in test/unit/test_monitor_<type>.py::
 
@@ -53,7 +55,7 @@ from twisted.internet import defer, reactor, task
 from zope.interface.verify import verifyObject
 
 from cpro.config.model import MonitorConfig, MonitorRecovery
-from cpro.interfaces import IMonitor
+from cpro.interfaces import IEventMonitor, IMonitor
 from cpro import plugins
 from cpro.resources.monitors.base import CheckResult, CheckStatus, MonitorEnvironment
 
@@ -250,3 +252,107 @@ class MonitorContractMixin:
         self.assertEqual(children, set(), "a cancelled check left processes behind")
         self.assert_nothing_left(monitor)
         yield self._stop(monitor)
+
+
+class EventMonitorContractMixin:
+    """The contract of event-fed monitor types (L{IEventMonitor}, schema event_fed).
+
+    Mix into a trial TestCase with:
+
+    - ``monitor_type``: the type name;
+    - ``make_monitor(report)``: a fresh monitor built with that report
+      callable (the engine's; returns whether a result was taken);
+    - optional ``plugin()``: its L{plugins.Plugin} (default: the registry's);
+    - optional ``make_event(monitor)``: make the type's own event source
+      produce one event (a fake trap, a fake BMC event...); return False
+      when the type has no source of its own (it is fed only through
+      MonitorService.deliver): the event tests are then skipped;
+    - optional ``contract_reactor()``: where it schedules (default: the
+      global reactor); no delayed call of its own is left after stop().
+
+    What is checked: verifyObject(IEventMonitor), `type`, `clearable`, the
+    registry entry and its schema's event_fed; start() and stop() return
+    None or a Deferred, stop() is idempotent and safe on a never-started
+    monitor, a monitor can be started again after stop(); describe() is a
+    dict; an event reaches report() as a CheckResult while started and not
+    after stop(), and nothing is left scheduled.
+    """
+
+    monitor_type = None
+
+    def make_monitor(self, report):
+        raise NotImplementedError("define make_monitor(report) returning a monitor built with report")
+
+    def plugin(self):
+        return plugins.MONITOR_TYPES.get(self.monitor_type)
+
+    def make_event(self, monitor):
+        return False
+
+    def contract_reactor(self):
+        return reactor
+
+    def _recorded(self):
+        reports = []
+
+        def report(result):
+            reports.append(result)
+            return True
+
+        return self.make_monitor(report), reports
+
+    def _started(self, monitor):
+        self.addCleanup(lambda: defer.maybeDeferred(monitor.stop))
+        return maybe_deferred_result(self, monitor.start(), "start()")
+
+    def _stop(self, monitor):
+        return maybe_deferred_result(self, monitor.stop(), "stop()")
+
+    def test_contract_provides_ieventmonitor(self):
+        monitor, _ = self._recorded()
+        self.assertTrue(verifyObject(IEventMonitor, monitor))
+        self.assertEqual(monitor.type, self.monitor_type)
+        self.assertIsInstance(monitor.name, str)
+        self.assertTrue(monitor.name)
+        self.assertIsInstance(monitor.clearable, bool)
+        plugin = self.plugin()
+        self.assertEqual(plugin.name, self.monitor_type)
+        self.assertTrue(plugin.schema.event_fed, "an event-fed type declares event_fed in its schema")
+
+    @defer.inlineCallbacks
+    def test_contract_lifecycle(self):
+        never_started, _ = self._recorded()
+        yield self._stop(never_started)
+        yield self._stop(never_started)
+        monitor, reports = self._recorded()
+        self.assertIsInstance(monitor.describe(), dict)
+        yield self._started(monitor)
+        self.assertIsInstance(monitor.describe(), dict)
+        yield self._stop(monitor)
+        yield self._stop(monitor)
+        yield maybe_deferred_result(self, monitor.start(), "start()")
+        yield self._stop(monitor)
+        self.assertIsInstance(monitor.describe(), dict)
+        self.assertEqual(reports, [], "no event, no report")
+
+    @defer.inlineCallbacks
+    def test_contract_events_reach_report_while_started(self):
+        monitor, reports = self._recorded()
+        clock = self.contract_reactor()
+        yield task.deferLater(reactor, 0, lambda: None)  # trial's own timeout is scheduled by now
+        calls_before = set(clock.getDelayedCalls())
+        yield self._started(monitor)
+        if not (yield defer.maybeDeferred(self.make_event, monitor)):
+            # No source of its own (fed by MonitorService.deliver only): it
+            # must report nothing by itself.
+            yield self._stop(monitor)
+            self.assertEqual(reports, [])
+            return
+        self.assertTrue(reports, "an event was not reported")
+        self.assertTrue(all(isinstance(r, CheckResult) for r in reports), reports)
+        yield self._stop(monitor)
+        count = len(reports)
+        yield defer.maybeDeferred(self.make_event, monitor)
+        self.assertEqual(len(reports), count, "a stopped monitor reported an event")
+        calls = [c for c in clock.getDelayedCalls() if c not in calls_before and c.active()]
+        self.assertEqual(calls, [], "a stopped monitor left delayed calls behind")

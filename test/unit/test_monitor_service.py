@@ -2,7 +2,8 @@
 resources, peers and monitors, on a task.Clock: recovery sequences
 (reactivate, fail over, final action, suppression, reset, inactive target),
 refusal of racing operator requests, timing 1 gating, suspend/resume, dummy
-failure, the recovery switch, status and the monitor requests."""
+failure, the recovery switch, status and the monitor requests; event-fed
+monitors fed through MonitorService.deliver, recovered by the same path."""
 
 import dataclasses
 import json
@@ -17,8 +18,10 @@ from cpro.cluster.recovery import MonitorFinalAction, RecoveryEscalation, Recove
 from cpro.cluster.states import ClusterServiceState, GroupState, MonitorState, ResourceState
 from cpro.cluster.status import cluster_status
 from cpro.resources.monitors.base import CheckResult
+from cpro.statusview import render_monitors
 from cpro.system.process import ProcessResult
 from cpro.services.monitors import MonitorService
+from cpro.testing.event_monitors import FAKE_EVENT_TYPE, fake_event_plugin
 from cpro.testing.fakes import (FakeAlerts, FakeMembership, FakeMonitorTypes, FakeOSActions, FakePeers, FakeResource,
                           make_config, make_monitor)
 
@@ -56,6 +59,7 @@ class Cluster:
         self.membership = FakeMembership(up=up)
         self.controller.membership = self.membership
         self.types = FakeMonitorTypes(results)
+        self.types[FAKE_EVENT_TYPE] = fake_event_plugin(self.types.made)
         self.scripts = []
         self.script_result = ProcessResult(pid=1, exit_code=0, signal=None, timed_out=False, duration=0.0)
         self.service = MonitorService(self.clock, self.config, "srv1", self.controller, self.alerts,
@@ -702,3 +706,100 @@ class FailbackTests(ServiceTestCase):
         c.controller.peer_report("srv2", peer_report())
         self.assertEqual(c.group_state(), GroupState.ONLINE)  # not moved home under the monitor's feet
         self.assertEqual(c.peers.calls, [])
+
+
+def event_monitor(name="ev1", **kw):
+    """An event-fed monitor (FakeEventMonitor) recovering group failover1."""
+    return make_monitor(name=name, type=FAKE_EVENT_TYPE, **kw)
+
+
+class EventFedMonitorTests(ServiceTestCase):
+    def test_error_events_escalate_through_the_same_recovery(self):
+        c = self.cluster([event_monitor(retry=1, restart_threshold=1, failover_threshold=1, final_action=2)]).start()
+        self.assertEqual(c.runner("ev1").state, MonitorState.NORMAL)
+        self.assertEqual(c.monitor("ev1").starts, 1)
+        c.clock.advance(100)
+        self.assertEqual(c.rm(), [1])  # never polled: nothing happens without events
+        exec1 = c.resources["exec1"]
+        self.assertTrue(c.service.deliver("ev1", BAD))
+        self.assertNotIn(13, c.rm())  # one error of two
+        self.assertTrue(c.service.deliver("ev1", BAD))
+        self.assertEqual(c.rm().count(9), 1)
+        self.assertEqual(c.rm().count(13), 1)  # reactivated
+        self.assertEqual([(call, ctx.factor) for call, ctx in exec1.calls[1:]],
+                         [("deactivate", "GROUPRESTART"), ("activate", "")])
+        # No next check will prove the group healthy: the step ends the sequence.
+        self.assertIsNone(c.controller.recovery_in_progress("failover1"))
+        self.assertEqual(c.runner("ev1").state, MonitorState.ERROR)
+        self.assertTrue(c.monitor("ev1").receive(BAD))  # the type's own report: the same engine
+        self.assertTrue(c.service.deliver("ev1", BAD))
+        self.assertEqual(c.group_state(), GroupState.OFFLINE)  # failed over
+        self.assertEqual(c.answer_peer_call()[1], "group_start_local")
+        self.assertIn(14, c.rm())
+        status = c.service.report()["monitors"]["ev1"]
+        self.assertEqual((status["restarts"], status["failovers"], status["status"]), (1, 1, "Error"))
+
+    def test_a_normal_event_clears_the_error_and_resets_the_counters(self):
+        c = self.cluster([event_monitor(restart_threshold=1, final_action=2)]).start()
+        c.service.deliver("ev1", BAD)
+        self.assertEqual(c.service.escalations["ev1"].restarts, 1)
+        self.assertTrue(c.service.deliver("ev1", CheckResult.normal("cleared")))
+        self.assertEqual(c.runner("ev1").state, MonitorState.NORMAL)
+        self.assertEqual(c.rm()[-1], 26)
+        self.assertEqual(c.service.escalations["ev1"].restarts, 0)
+        c.service.deliver("ev1", BAD)  # a new episode starts with a reactivation again
+        self.assertEqual(c.rm().count(13), 2)
+        self.assertEqual(c.group_state(), GroupState.ONLINE)
+
+    def test_what_deliver_does_not_take(self):
+        c = self.cluster([event_monitor(), make_monitor()]).start()
+        self.assertFalse(c.service.deliver("nosuch", BAD))
+        self.assertFalse(c.service.deliver("mon1", BAD))  # a polled monitor takes no events
+        self.successResultOf(c.requests.monitor("suspend", "ev1"))
+        self.assertFalse(c.service.deliver("ev1", BAD))
+        self.assertEqual(c.runner("ev1").state, MonitorState.SUSPENDED)
+        self.successResultOf(c.requests.monitor("resume", "ev1"))
+        self.assertTrue(c.service.deliver("ev1", OK))
+        self.successResultOf(c.requests.cluster("suspend"))
+        self.assertFalse(c.service.deliver("ev1", BAD))
+        self.assertEqual([m.name for m in c.service.event_monitors()], ["ev1"])
+        self.assertEqual(c.service.event_monitors("mrw"), [])
+        self.assertNotIn(9, c.rm())
+
+    def test_dummy_failure_rehearses_the_recovery(self):
+        c = self.cluster([event_monitor(restart_threshold=1)]).start()
+        self.successResultOf(c.requests.monitor("dummy", "ev1", on=True))
+        c.clock.advance(0)
+        self.assertEqual(c.runner("ev1").last_error, "dummy failure")
+        self.assertEqual(c.rm().count(13), 1)
+        self.assertFalse(c.service.deliver("ev1", OK))  # real events wait for the end of it
+        self.successResultOf(c.requests.monitor("dummy", "ev1", on=False))
+        self.assertEqual(c.runner("ev1").state, MonitorState.NORMAL)
+        self.assertEqual(c.service.escalations["ev1"].restarts, 0)
+
+    def test_status_shows_and_reports_the_last_event(self):
+        c = self.cluster([event_monitor(retry=3), make_monitor()]).start()
+        c.clock.advance(1700000000)
+        c.service.deliver("ev1", BAD)
+        local = c.service.report()["monitors"]
+        self.assertEqual((local["ev1"]["last_event"], local["ev1"]["retries"]), (1700000000, 1))
+        self.assertNotIn("last_event", local["mon1"])
+        compact = c.controller.local_report()["monitors"]
+        self.assertEqual(compact["ev1"]["last_event"], 1700000000)
+        peer = PeerReport.from_dict(peer_report(monitors=json.loads(json.dumps(compact))))
+        self.assertEqual(peer.monitors["ev1"]["last_event"], 1700000000.0)
+        self.assertNotIn("last_event", peer.monitors["mon1"])
+        self.assertEqual(PeerReport.from_dict(peer_report(monitors={"ev1": {"last_event": "x"}}))
+                         .monitors["ev1"].get("last_event"), None)
+        text = render_monitors(cluster_status(c.controller))
+        self.assertIn("last event ", text)
+
+    def test_a_replaced_monitor_reports_to_no_one(self):
+        c = self.cluster([event_monitor()]).start()
+        old = c.monitor("ev1")
+        config = dataclasses.replace(c.config, monitors=(event_monitor(restart_threshold=2),))
+        self.assertEqual(c.service.reconfigure(config), ([], [], ["ev1"]))
+        self.assertEqual(old.stops, 1)
+        self.assertFalse(old.receive(BAD))
+        self.assertTrue(c.monitor("ev1").receive(OK))
+        self.assertEqual(c.runner("ev1").state, MonitorState.NORMAL)

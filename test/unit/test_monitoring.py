@@ -1,14 +1,16 @@
 """MonitorRunner: the schedule of one monitor (first wait, interval, retries,
-timeout, delay warning), its states and alerts, suspend/resume, dummy failure."""
+timeout, delay warning), its states and alerts, suspend/resume, dummy failure;
+the same for an event-fed monitor, whose results arrive as reports."""
 
 from twisted.internet import defer, task
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from cpro.cluster.monitoring import BY_CLUSTER, MonitorRunner
+from cpro.cluster.monitoring import BY_CLUSTER, EventInlet, MonitorRunner
 from cpro.cluster.states import MonitorState
-from cpro.interfaces import IMonitor
+from cpro.interfaces import IEventMonitor, IMonitor
 from cpro.resources.monitors.base import CheckResult, CheckStatus
+from cpro.testing.event_monitors import FAKE_EVENT_TYPE, FakeEventMonitor
 from cpro.testing.fakes import FakeAlerts, FakeMonitor, make_monitor
 
 OK = CheckResult.normal()
@@ -324,3 +326,221 @@ class DummyFailureTests(RunnerTestCase):
         h.clock.advance(10)
         self.assertEqual(h.monitor.checks, 2)
         self.assertEqual(h.runner.state, MonitorState.NORMAL)
+
+
+class EventHarness(Harness):
+    """A runner of an event-fed monitor (FakeEventMonitor): results arrive
+    through the monitor's report callback instead of checks."""
+
+    def __init__(self, clearable=True, **kw):
+        kw.setdefault("interval", 10.0)
+        kw.setdefault("timeout", 5.0)
+        kw.setdefault("type", FAKE_EVENT_TYPE)
+        self.clock = task.Clock()
+        self.config = make_monitor(**kw)
+        self.alerts = FakeAlerts()
+        self.errors = []
+        self.normals = 0
+        self.changes = 0
+        self.recovery = None
+        inlet = EventInlet()
+        self.monitor = FakeEventMonitor(self.clock, self.config, report=inlet, clearable=clearable)
+        self.runner = MonitorRunner(self.clock, self.config, self.monitor, self.alerts, on_error=self._error,
+                                    on_normal=self._normal, on_change=self._changed, event_fed=True)
+        inlet.connect(self.runner)
+
+    def event(self, result):
+        """An event arrives at the type, which reports it."""
+        return self.monitor.receive(result)
+
+
+class EventFedRunnerTests(RunnerTestCase):
+    def harness(self, **kw):
+        h = EventHarness(**kw)
+        self.addCleanup(self._no_leftovers, h)
+        return h
+
+    def test_fake_event_monitor_provides_ieventmonitor(self):
+        h = self.harness()
+        verifyObject(IEventMonitor, h.monitor)
+
+    def test_not_polled_normal_once_started(self):
+        h = self.harness(first_wait=30.0)
+        self.assertFalse(h.event(BAD))  # not started: refused
+        h.runner.start()
+        self.assertEqual(h.monitor.starts, 1)
+        self.assertEqual(h.runner.state, MonitorState.NORMAL)  # no first wait: nothing to wait for
+        self.assertEqual(h.rm(), [1])
+        h.clock.advance(1000)
+        self.assertEqual(h.clock.getDelayedCalls(), [])  # nothing scheduled: no checks, no timeout
+        self.assertEqual(h.normals, 0)  # starting is no proof of health: counters stay
+        self.assertEqual(h.runner.status()["last_event"], None)
+
+    def test_error_after_the_configured_number_of_error_events(self):
+        h = self.harness(retry=2)
+        h.runner.start()
+        h.clock.advance(5)
+        self.assertTrue(h.event(BAD))
+        self.assertTrue(h.event(BAD))
+        self.assertEqual((h.runner.state, h.runner.consecutive_errors), (MonitorState.NORMAL, 2))
+        self.assertTrue(h.event(OK))  # a normal event: the count starts again
+        self.assertEqual(h.runner.consecutive_errors, 0)
+        h.event(BAD)
+        h.event(BAD)
+        self.assertEqual(h.errors, [])
+        h.clock.advance(2)
+        self.assertTrue(h.event(BAD))
+        self.assertEqual(h.errors, [(BAD, False)])
+        self.assertEqual(h.runner.state, MonitorState.ERROR)
+        self.assertEqual(h.runner.last_error, "service is down")
+        self.assertEqual(h.rm()[-1], 9)
+        status = h.runner.status()
+        self.assertEqual((status["event_fed"], status["events"], status["last_event"], status["duration"]),
+                         (True, 6, 7.0, None))
+        self.assertEqual(h.monitor.describe(), {"received": 6, "taken": 6, "last": "Error"})
+
+    def test_events_during_the_recovery_step_are_refused(self):
+        h = self.harness()
+        h.recovery = defer.Deferred()
+        h.runner.start()
+        h.event(BAD)
+        self.assertEqual(len(h.errors), 1)
+        self.assertFalse(h.event(BAD))
+        self.assertFalse(h.event(OK))
+        h.recovery.callback(None)
+        self.assertEqual(h.clock.getDelayedCalls(), [])
+        self.assertTrue(h.event(BAD))  # the next error: the next step
+        self.assertEqual(len(h.errors), 2)
+        self.assertEqual(h.rm().count(9), 1)
+
+    def test_a_normal_event_clears_the_error(self):
+        h = self.harness()
+        h.runner.start()
+        h.event(BAD)
+        self.assertTrue(h.event(CheckResult.normal("cleared by clprexec")))
+        self.assertEqual(h.runner.state, MonitorState.NORMAL)
+        self.assertEqual(h.rm()[-1], 26)
+        self.assertEqual(h.normals, 1)
+        self.assertEqual(h.runner.last_message, "cleared by clprexec")
+
+    def test_a_type_that_does_not_clear_keeps_its_error(self):
+        h = self.harness(clearable=False)
+        h.runner.start()
+        self.assertTrue(h.event(OK))  # in Normal: harmless
+        h.event(BAD)
+        self.assertFalse(h.event(OK))
+        self.assertFalse(h.event(CheckResult.warning("degraded")))
+        self.assertEqual(h.runner.state, MonitorState.ERROR)
+        self.assertEqual(h.normals, 0)
+        self.assertTrue(h.event(BAD))  # errors are still taken
+
+    def test_warning_event_and_back(self):
+        h = self.harness()
+        h.runner.start()
+        h.event(CheckResult.warning("queue 90% full"))
+        self.assertEqual((h.runner.state, h.rm()[-1]), (MonitorState.WARNING, 4))
+        h.event(OK)
+        self.assertEqual(h.rm()[-1], 49)
+
+    def test_suspended_monitor_ignores_events(self):
+        h = self.harness()
+        h.runner.start()
+        h.event(BAD)
+        self.assertTrue(h.runner.suspend())
+        self.assertEqual((h.runner.state, h.monitor.stops), (MonitorState.SUSPENDED, 1))
+        self.assertFalse(h.event(BAD))
+        self.assertFalse(h.runner.report(BAD))
+        self.assertEqual(len(h.errors), 1)
+        h.runner.resume()
+        self.assertEqual((h.runner.state, h.monitor.starts), (MonitorState.NORMAL, 2))
+        self.assertEqual(h.rm()[-2:], [29, 30])  # suspended, resumed; Normal from Unknown is silent
+        self.assertTrue(h.event(BAD))
+        self.assertEqual(len(h.errors), 2)
+
+    def test_cluster_hold_and_stop_ignore_events(self):
+        h = self.harness()
+        h.runner.start()
+        h.runner.suspend(BY_CLUSTER, alert=False)
+        self.assertFalse(h.event(BAD))
+        h.runner.resume(BY_CLUSTER, alert=False)
+        self.assertTrue(h.event(OK))
+        self.successResultOf(h.runner.stop())
+        self.assertFalse(h.event(BAD))
+        self.assertEqual(h.runner.state, MonitorState.STOPPED)
+
+    def test_a_type_that_cannot_start_reports_an_error(self):
+        h = self.harness()
+        h.monitor.fail_start = OSError("cannot open the trap queue")
+        h.runner.start()
+        self.assertIn(7, h.rm())
+        self.assertEqual(h.runner.state, MonitorState.ERROR)
+        self.assertEqual(h.errors[0][0].message, "cannot receive events: cannot open the trap queue")
+        self.assertEqual(h.runner.events, 0)
+
+    def test_a_start_that_ends_after_a_stop_changes_nothing(self):
+        h = self.harness()
+        pending = defer.Deferred()
+        h.monitor.start = lambda: pending
+        h.runner.start()
+        self.assertFalse(h.event(BAD))  # not listening yet
+        h.runner.stop()
+        pending.callback(None)
+        self.assertEqual(h.runner.state, MonitorState.STOPPED)
+        self.assertFalse(h.event(BAD))
+
+    def test_dummy_failure_rehearses_every_interval_then_restores(self):
+        h = self.harness(retry=1)
+        h.runner.start()
+        h.event(CheckResult.warning("degraded"))
+        self.assertTrue(h.runner.set_dummy(True))
+        h.clock.advance(0)  # the first dummy error at once
+        self.assertEqual(h.runner.consecutive_errors, 1)
+        self.assertFalse(h.event(OK))  # real events wait for the end of the dummy failure
+        h.clock.advance(10)
+        self.assertEqual(h.errors, [(CheckResult.error("dummy failure"), False)])
+        self.assertEqual(h.runner.state, MonitorState.ERROR)
+        h.clock.advance(10)
+        h.clock.advance(10)
+        self.assertEqual(len(h.errors), 2)  # the escalation goes on, as with checks
+        self.assertEqual(h.runner.events, 1)
+        self.assertTrue(h.runner.set_dummy(False))
+        self.assertEqual(h.runner.state, MonitorState.WARNING)  # what the real events said
+        self.assertEqual(h.clock.getDelayedCalls(), [])
+        self.assertTrue(h.event(OK))
+        self.assertEqual(h.runner.state, MonitorState.NORMAL)
+
+    def test_dummy_failure_ending_during_its_recovery(self):
+        h = self.harness()
+        h.recovery = defer.Deferred()
+        h.runner.start()
+        h.runner.set_dummy(True)
+        h.clock.advance(0)
+        self.assertEqual(len(h.errors), 1)
+        h.runner.set_dummy(False)
+        self.assertEqual(h.runner.state, MonitorState.ERROR)  # its recovery still runs
+        h.runner.set_dummy(True)  # and again: no error before that recovery ends
+        h.clock.advance(100)
+        self.assertEqual(len(h.errors), 1)
+        h.runner.set_dummy(False)
+        h.recovery.callback(None)
+        self.assertEqual(h.runner.state, MonitorState.NORMAL)
+        self.assertEqual(h.normals, 1)
+        self.assertEqual(h.clock.getDelayedCalls(), [])
+
+    def test_dummy_failure_set_before_start(self):
+        h = self.harness()
+        h.runner.set_dummy(True)
+        h.runner.start()
+        h.clock.advance(0)
+        self.assertEqual(len(h.errors), 1)
+
+    def test_inlet_before_connection_and_foreign_values(self):
+        inlet = EventInlet()
+        self.assertFalse(inlet(BAD))
+        h = self.harness()
+        h.runner.start()
+        self.assertFalse(h.runner.report("error"))
+        polled = Harness()
+        polled.runner.start()
+        self.assertFalse(polled.runner.report(BAD))  # a polled runner takes no reports
+        polled.runner.stop()

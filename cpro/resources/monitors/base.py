@@ -11,10 +11,19 @@ whose constructor is ``Cls(reactor, config, params, env)``:
 and registers it, with its configuration schema (a
 L{cpro.config.schema.MonitorSchema}), with
 ``@cpro.plugins.MONITOR_TYPES.register("pidw", schema=SCHEMA)``.
+
+An event-fed type (schema C{event_fed=True}, an
+L{cpro.interfaces.IEventMonitor}) is not polled: its constructor takes one
+more keyword argument, ``report``, the callable it hands a L{CheckResult}
+when an event arrives. L{EventFedMonitor} is a base for such types.
 """
 
 import enum
 from dataclasses import dataclass
+
+from zope.interface import implementer
+
+from cpro.interfaces import IEventMonitor
 
 
 class CheckStatus(enum.Enum):
@@ -69,3 +78,54 @@ class MonitorEnvironment:
         self.reactor_lag = reactor_lag
         self.os_actions = os_actions
         self.os_action_commands = os_action_commands
+
+
+@implementer(IEventMonitor)
+class EventFedMonitor:
+    """A base for event-fed monitor types (mrw, bmcw, ...).
+
+    It keeps the engine's C{report} callback; L{receive} hands it a result
+    (a subclass calls it from its own event source, or the daemon's
+    receivers go through L{cpro.services.monitors.MonitorService.deliver},
+    which reaches the same engine). A subclass sets C{type}, C{clearable},
+    and extends start/stop (calling these) when it has a source to open and
+    close; between stop and start, L{receive} hands nothing on.
+    """
+
+    type = None
+    clearable = True  # a Normal report may end an Error (clprexec --clear)
+
+    def __init__(self, reactor, config, params, env, report):
+        self.reactor = reactor
+        self.config = config
+        self.name = config.name
+        self.params = params
+        self.env = env
+        self._report = report
+        self.received = 0  # results handed to the engine
+        self.taken = 0  # of which the engine took
+        self.last_status = None  # CheckStatus of the last result handed on
+        self.started = False
+
+    def start(self):
+        self.started = True
+        return None
+
+    def stop(self):
+        self.started = False
+        return None
+
+    def describe(self):
+        return {"received": self.received, "taken": self.taken,
+                "last": self.last_status.value if self.last_status is not None else None}
+
+    def receive(self, result):
+        """An event arrived: hand its result to the engine. Returns whether it was taken."""
+        if not self.started:
+            return False
+        self.received += 1
+        self.last_status = result.status
+        taken = bool(self._report(result))
+        if taken:
+            self.taken += 1
+        return taken
