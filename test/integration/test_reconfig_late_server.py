@@ -9,18 +9,7 @@ import shutil
 from twisted.internet import defer
 
 from test.integration.test_cluster import ClusterTestCase, one_group, online_on
-
-MONITOR = """<types name="genw"/>
-<genw name="genw1">
-  <polling><interval>1</interval><timeout>10</timeout></polling>
-  <relation><type>cls</type><name>LocalServer</name></relation>
-  <parameters><path>/bin/true</path></parameters>
-</genw>"""
-
-
-def read(path):
-    with open(path) as f:
-        return f.read()
+from test.integration.test_reconfig import MONITOR, read
 
 
 def monitor_status(status, name):

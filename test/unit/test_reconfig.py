@@ -15,19 +15,9 @@ from cpro.config.bundle import read_bundle
 from cpro.protocols.keyring import Keyring
 from cpro.services import reconfig
 from cpro.services.reconfig import Reconfiguration
+from test.unit.test_config_diff import EXAMPLE_DIR, MONITOR
 
-EXAMPLE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                           "examples", "two-server")
-MONITOR = """
-  <monitor>
-    <types name="genw"/>
-    <genw name="genw1">
-      <polling><interval>30</interval><timeout>60</timeout></polling>
-      <relation><type>cls</type><name>LocalServer</name></relation>
-      <parameters><path>/bin/true</path></parameters>
-    </genw>
-  </monitor>
-</root>"""
+# The example directory and a monitor to add, as the diff tests use them.
 
 
 def sync_runner(fn, *args):
