@@ -51,6 +51,7 @@ from zope.interface import Attribute, Interface
 
 from cpro.cluster.controller import OperationError
 from cpro.cluster.operations import OperatorRequests
+from cpro.cluster.states import ClusterServiceState
 from cpro.config import load_config
 from cpro.config.bundle import CONFIG_NAME, MAX_BYTES, Bundle, BundleError, install_bundle, read_bundle
 from cpro.config.diff import Need, diff, plan
@@ -212,12 +213,18 @@ class Reconfiguration:
         if the_plan.empty:
             yield self._abort_all(prepared, token)
             return dict(mine, applied={}, absent=absent, generation=self.generation, unchanged=True)
-        before, after = yield self._cluster_steps(the_plan)
+        before, after = self._cluster_steps(the_plan)
         applied = {}
         try:
             yield before()
             for server in targets:
-                r = yield c.call(server, "config_commit", token=token, generation=generation)
+                try:
+                    r = yield c.call(server, "config_commit", token=token, generation=generation)
+                except Exception as e:
+                    yield self._abort_all([t for t in targets if t not in applied], token)
+                    raise OperationError(
+                        f"applying the configuration on {server} failed: {e}; generation {generation} runs on "
+                        f"{', '.join(applied) or 'no server'}, the others keep the previous one") from None
                 applied[server] = r["applied"]
         finally:
             yield after()
@@ -237,7 +244,6 @@ class Reconfiguration:
             except Exception as e:
                 log.warn("aborting the configuration push on {s} failed: {e}", s=server, e=e)
 
-    @defer.inlineCallbacks
     def _cluster_steps(self, the_plan):
         """(before, after): what surrounds the commits, as the plan needs."""
         c = self.controller
@@ -246,8 +252,7 @@ class Reconfiguration:
         for group in the_plan.groups_to_restart:
             holders = c.holders_of(group) if group in c.groups_by_name else []
             restart.append((group, holders[0] if holders else None))
-        suspend = the_plan.need is Need.SUSPEND_RESUME and c.service.value == "Running"
-        yield defer.succeed(None)
+        suspend = the_plan.need is Need.SUSPEND_RESUME and c.service is ClusterServiceState.RUNNING
 
         @defer.inlineCallbacks
         def before():

@@ -10,6 +10,7 @@ from twisted.internet import defer, task
 from twisted.trial.unittest import TestCase
 
 from cpro.cluster.controller import OperationError
+from cpro.cluster.states import ClusterServiceState
 from cpro.config import load_config
 from cpro.config.bundle import read_bundle
 from cpro.protocols.keyring import Keyring
@@ -56,10 +57,6 @@ class FakeRequests:
         return defer.succeed({})
 
 
-class Service:
-    value = "Running"
-
-
 class FakeController:
     """Routes call(server, op) to that server's Reconfiguration."""
 
@@ -67,7 +64,7 @@ class FakeController:
         self.local = local
         self.network = network
         self.holders = holders
-        self.service = Service()
+        self.service = ClusterServiceState.RUNNING
         self.down = set()
 
     @property
@@ -284,3 +281,22 @@ class ReconfigurationTests(TestCase):
         self.assertIn(b"a-brand-new-key", srv2.applier.keyring.accepted)
         yield srv2.handle_call("config_abort", {"token": "t"})
         self.assertNotIn(b"a-brand-new-key", srv2.applier.keyring.accepted)
+
+    @defer.inlineCallbacks
+    def test_a_commit_that_fails_says_where_the_new_configuration_runs(self):
+        self.edit("</root>", MONITOR)
+        srv1 = self.network["srv1"]
+        route = srv1.controller.call
+
+        def failing_commit(server, op, **args):
+            if server == "srv2" and op == "config_commit":
+                return defer.fail(OperationError("connection lost"))
+            return route(server, op, **args)
+
+        srv1.controller.call = failing_commit
+        with self.assertRaises(OperationError) as e:
+            yield srv1.push(self.new_dir)
+        self.assertIn("applying the configuration on srv2 failed: connection lost; generation 1 runs on srv1",
+                      str(e.exception))
+        self.assertIsNone(self.network["srv2"]._held)  # aborted, not left holding until it expires
+        self.assertNotIn("genw1", self.installed("srv2"))
