@@ -51,7 +51,8 @@ class LateServerTests(ClusterTestCase):
 
         lab.start("srv2", config=os.path.join(etc["srv2"], "clp.conf"))  # with its old file
         yield lab.wait_until(
-            lambda st: all(st[n]["cluster"]["status"] == "Online" for n in lab.names)
+            lambda st: all(s["status"] == "Online" and s["config_generation"] == 1
+                           for n in lab.names for s in st[n]["servers"])
             and all((monitor_status(st[n], "genw1") or {}).get("status") == "Normal" for n in lab.names),
             timeout=60, what="srv2 back with the new configuration, genw1 Normal on both")
         self.assertEqual(read(os.path.join(etc["srv2"], "clp.conf")), read(os.path.join(new, "clp.conf")))
@@ -83,8 +84,8 @@ class LateServerTests(ClusterTestCase):
         # A restarted daemon reads the new key from its file and joins with it.
         yield lab.stop("srv2")
         lab.start("srv2", config=os.path.join(etc["srv2"], "clp.conf"))
-        yield lab.wait_until(lambda st: all(st[n]["cluster"]["status"] == "Online" for n in lab.names),
-                             timeout=60, what="srv2 back with the rotated key")
+        yield lab.wait_until(lambda st: all(s["status"] == "Online" for n in lab.names for s in st[n]["servers"]),
+                             timeout=60, what="srv2 back with the rotated key, seen Online by both")
         moved = yield lab.admin("srv1", "group move failover1 --server srv2")
         self.assertEqual(moved["result"]["code"], 0, moved)
         yield lab.wait_until(online_on("failover1", "srv2", lab.names), timeout=30, what="failover1 on srv2")
