@@ -64,7 +64,8 @@ from cpro.system.netlink import (
     find_interface,
     holders,
 )
-from cpro.system.runners import run_inline, thread_runner
+from cpro.system.netlink import remove_address as netlink_remove_address
+from cpro.system.runners import thread_runner
 
 log = Logger()
 
@@ -412,14 +413,5 @@ def _netlink_error(failure):
 
 
 def remove_address(ip, reactor=None, netlink=None):
-    """Delete the address ip from every interface of the current namespace that has it.
-
-    For clean-up after a crashed daemon. Returns a Deferred firing with the
-    names of the interfaces it was removed from (empty if it was nowhere),
-    or failing with ResourceError. With a reactor the netlink calls run in
-    its thread pool; without one they run at once in the calling thread
-    (each is well under a millisecond), and the Deferred has fired on return.
-    """
-    ip = ipaddress.ip_address(ip)
-    runner = thread_runner(reactor) if reactor is not None else run_inline
-    return runner((netlink or Netlink()).remove_everywhere, ip).addErrback(_netlink_error)
+    """L{cpro.system.netlink.remove_address}, failing with ResourceError."""
+    return netlink_remove_address(ip, reactor, netlink).addErrback(_netlink_error)

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
+from cpro.system.netlink import remove_address
 from cpro.system.process import kill_process_group, read_proc_stat
 
 log = Logger()
@@ -454,12 +455,6 @@ def _remove(reactor, entry, remover, timeout, report):
 
 
 def default_removers(reactor):
-    """kind -> remover for L{cleanup_leftovers}: addresses through the fip resource's module
-    (netlink in the reactor's thread pool). Imported only when an address is left."""
-
-    def remove_address(ip):
-        from cpro.resources.fip import remove_address
-
-        return remove_address(ip, reactor)
-
-    return {ADDRESS: remove_address}
+    """kind -> remover for L{cleanup_leftovers}: addresses through netlink, in
+    the reactor's thread pool."""
+    return {ADDRESS: lambda ip: remove_address(ip, reactor)}

@@ -18,6 +18,7 @@ import os
 import socket
 from dataclasses import dataclass
 
+from cpro.system.runners import run_inline, thread_runner
 
 ARPHRD_ETHER = 1
 IFF_UP = 0x1
@@ -210,3 +211,17 @@ def _reason(e):
         return os.strerror(code)
     return str(e) or type(e).__name__
 
+
+
+def remove_address(ip, reactor=None, netlink=None):
+    """Delete the address ip from every interface of the current namespace that has it.
+
+    For clean-up after a crashed daemon. Returns a Deferred firing with the
+    names of the interfaces it was removed from (empty if it was nowhere),
+    or failing with NetlinkFailure. With a reactor the netlink calls run in
+    its thread pool; without one they run at once in the calling thread
+    (each is well under a millisecond), and the Deferred has fired on return.
+    """
+    ip = ipaddress.ip_address(ip)
+    runner = thread_runner(reactor) if reactor is not None else run_inline
+    return runner((netlink or Netlink()).remove_everywhere, ip)
