@@ -759,3 +759,26 @@ class ClusterController(MonitorRecoveryActions):
         if handler is not None:
             return handler(op, args)
         raise OperationError(f"unknown request: {op}")
+
+
+class MembershipEvents:
+    """The membership listener of a server: forwards to its controller, and
+    asks for the state report of a peer heard (again) through refresh(server)."""
+
+    def __init__(self, controller, refresh):
+        self._controller = controller
+        self._refresh = refresh
+
+    def path_state_changed(self, server, path, old, new):
+        self._controller.path_state_changed(server, path, old, new)
+
+    def server_up(self, server, incarnation):
+        self._controller.server_up(server, str(incarnation))
+        self._refresh(server)
+
+    def server_down(self, server):
+        self._controller.server_down(server)
+
+    def server_restarted(self, server, old, new):
+        self._controller.server_restarted(server, str(old), str(new))
+        self._refresh(server)

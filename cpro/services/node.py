@@ -19,7 +19,7 @@ from twisted.logger import Logger
 from cpro import alertcatalog as catalog
 from cpro import crashnote, exitcodes, plugins
 from cpro.cluster import configcheck
-from cpro.cluster.controller import ClusterController
+from cpro.cluster.controller import ClusterController, MembershipEvents
 from cpro.cluster.group import LocalGroup
 from cpro.cluster.membership import Membership
 from cpro.cluster.states import ClusterServiceState
@@ -39,27 +39,6 @@ from cpro.services.reconfig import Reconfiguration
 from cpro.system.osactions import OSActions
 
 log = Logger()
-
-
-class _MembershipEvents:
-    """Membership listener: forwards to the controller, keeps the node informed."""
-
-    def __init__(self, node):
-        self.node = node
-
-    def path_state_changed(self, server, path, old, new):
-        self.node.controller.path_state_changed(server, path, old, new)
-
-    def server_up(self, server, incarnation):
-        self.node.controller.server_up(server, str(incarnation))
-        self.node.internal.refresh(server)
-
-    def server_down(self, server):
-        self.node.controller.server_down(server)
-
-    def server_restarted(self, server, old, new):
-        self.node.controller.server_restarted(server, str(old), str(new))
-        self.node.internal.refresh(server)
 
 
 class ClusterNode(service.MultiService):
@@ -105,7 +84,8 @@ class ClusterNode(service.MultiService):
 
         peers = [s.name for s in config.servers if s.name != local]
         self.membership = Membership(reactor, local, peers, {p: config.shared_paths(local, p) for p in peers},
-                                     config.hb_timeout, _MembershipEvents(self), self.incarnation)
+                                     config.hb_timeout, MembershipEvents(self.controller, self.internal.refresh),
+                                     self.incarnation)
         self.controller.membership = self.membership
         self.heartbeat = HeartbeatService(reactor, config, local, self.incarnation, self._digest, self._on_beat,
                                           self._on_alive, keyring=self.keyring)

@@ -40,6 +40,7 @@ L{cpro.services.node}).
 
 import base64
 import dataclasses
+import inspect
 import json
 import os
 import secrets
@@ -53,7 +54,8 @@ from cpro.cluster.controller import OperationError
 from cpro.cluster.operations import OperatorRequests
 from cpro.cluster.states import ClusterServiceState
 from cpro.config import load_config
-from cpro.config.bundle import CONFIG_NAME, MAX_BYTES, Bundle, BundleError, install_bundle, read_bundle
+from cpro.config.bundle import (CONFIG_NAME, MAX_BYTES, Bundle, BundleError, ConfigFile, install_bundle,
+                                 read_bundle)
 from cpro.config.diff import Need, diff, plan
 from cpro.config.model import ConfigError
 
@@ -112,11 +114,10 @@ def _problems(error):
 class _Held:
     """A push this server validated and holds until its commit or abort."""
 
-    def __init__(self, token, coordinator, bundle, staging, new_config, plan, timer):
+    def __init__(self, token, coordinator, bundle, new_config, plan, timer):
         self.token = token
         self.coordinator = coordinator
         self.bundle = bundle
-        self.staging = staging
         self.new_config = new_config
         self.plan = plan
         self.timer = timer
@@ -166,8 +167,7 @@ class Reconfiguration:
         """What pushing directory would change (nothing is sent anywhere)."""
         self._require_path()
         bundle = yield self._read(directory)
-        staging = os.path.join(self.state_dir, "config.check")
-        new_config, warnings = yield self._load_staged(bundle, staging)
+        new_config, warnings = yield self._load_staged(bundle)
         return self._describe(plan(diff(self.applier.config, new_config)), warnings)
 
     @defer.inlineCallbacks
@@ -285,9 +285,10 @@ class Reconfiguration:
         if handler is None:
             raise OperationError(f"unknown configuration request {op}")
         try:
-            return handler(**args)
+            inspect.signature(handler).bind(**args)
         except TypeError:
             raise OperationError(f"malformed configuration request {op}") from None
+        return handler(**args)
 
     def _stage(self, token, offset, data, total):
         if (self._held is not None and self._held.token != token) or \
@@ -319,18 +320,16 @@ class Reconfiguration:
             bundle = Bundle.from_wire(json.loads(bytes(blob)))
         except (ValueError, BundleError) as e:
             raise OperationError(str(e)) from None
-        staging = os.path.join(self.state_dir, f"config.push.{token}")
         self._preparing = (token, coordinator)
         try:
-            new_config, warnings = yield self._load_staged(bundle, staging)
+            new_config, warnings = yield self._load_staged(bundle)
         finally:
             self._preparing = None
         if self._held is not None:  # a concurrent push got here while we validated
-            yield self.runner(shutil.rmtree, staging, True)
             raise OperationError(self._busy())
         the_plan = plan(diff(self.applier.config, new_config))
         timer = self.reactor.callLater(HOLD_TIMEOUT, self._expire, token)
-        self._held = _Held(token, coordinator, bundle, staging, new_config, the_plan, timer)
+        self._held = _Held(token, coordinator, bundle, new_config, the_plan, timer)
         if the_plan.key_rotation:  # accept the new key before anyone signs with it
             self.applier.keyring.accept(new_config.key)
         return dict(self._describe(the_plan, warnings), generation=self.generation)
@@ -345,8 +344,6 @@ class Reconfiguration:
             detail = "; ".join(_problems(e)) if isinstance(e, ConfigError) else str(e)
             raise OperationError(f"installing the configuration on {self.controller.local} failed: {detail}") \
                 from None
-        finally:
-            yield self.runner(shutil.rmtree, held.staging, True)
         the_plan = plan(diff(self.applier.config, new_config))
         yield self.runner(self.generations.write, generation, new_config.digest)
         self.generation = generation
@@ -354,13 +351,11 @@ class Reconfiguration:
         log.info("configuration generation {g} applied: {a}", g=generation, a="; ".join(applied))
         return {"applied": applied}
 
-    @defer.inlineCallbacks
     def _abort(self, token):
         self._staged.pop(token, None)
         if self._held is not None and self._held.token == token:
             held = self._take(token)
             self.applier.keyring.forget(held.new_config.key)
-            yield self.runner(shutil.rmtree, held.staging, True)
         return {}
 
     def _finish(self, token):
@@ -382,7 +377,6 @@ class Reconfiguration:
             log.warn("configuration push from {c} expired before its commit; dropped", c=self._held.coordinator)
             held, self._held = self._held, None
             self.applier.keyring.forget(held.new_config.key)
-            self.runner(shutil.rmtree, held.staging, True)
 
     def _busy(self):
         coordinator = self._held.coordinator if self._held is not None else self._preparing[1]
@@ -399,10 +393,9 @@ class Reconfiguration:
         with OperationError naming every error, and then nothing changed.
         The caller restarts the daemon to run it."""
         self._require_path()
-        bundle = Bundle.from_wire([{"path": CONFIG_NAME, "mode": 0o600, "data": text.encode().decode("latin-1")}])
-        staging = os.path.join(self.state_dir, "config.adopt")
+        bundle = Bundle((ConfigFile(CONFIG_NAME, text.encode(), 0o600),))
         try:
-            new_config, _ = yield self._load_staged(bundle, staging)
+            new_config, _ = yield self._load_staged(bundle)
         except OperationError as e:
             raise OperationError(f"the configuration of {source} (generation {generation}) does not load "
                                  f"here: {e}") from None
@@ -420,8 +413,10 @@ class Reconfiguration:
         return d
 
     @defer.inlineCallbacks
-    def _load_staged(self, bundle, staging):
-        """Validate bundle as it would be installed (in a staging directory)."""
+    def _load_staged(self, bundle):
+        """Validate bundle as it would be installed, in a staging directory of
+        its own (removed afterwards: a held push keeps its bundle in memory)."""
+        staging = os.path.join(self.state_dir, f"config.push.{secrets.token_hex(4)}")
 
         def load():
             shutil.rmtree(staging, ignore_errors=True)
@@ -433,8 +428,7 @@ class Reconfiguration:
         except ConfigError as e:
             raise OperationError("invalid configuration: " + "; ".join(_problems(e))) from None
         finally:
-            if not staging.rsplit(os.sep, 1)[-1].startswith("config.push."):
-                yield self.runner(shutil.rmtree, staging, True)
+            yield self.runner(shutil.rmtree, staging, True)
         # As it will be once installed: the paths it resolved point into the
         # configuration directory, so that only real changes show in the diff.
         return relocated(new_config, staging, self.config_dir), warnings

@@ -43,7 +43,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from cpro import alertcatalog as catalog
-from cpro.cluster.controller import ClusterController, OperationError
+from cpro.cluster.controller import ClusterController, MembershipEvents, OperationError
 from cpro.cluster.group import LocalGroup
 from cpro.cluster.membership import Membership
 from cpro.cluster.operations import OperatorRequests
@@ -204,27 +204,6 @@ class _PeerChannel:
                 if s.name != self._server.name and self._cluster.connected(self._server.name, s.name)]
 
 
-class _MembershipEvents:
-    """As the node's: forward to the controller, fetch the report of a peer heard again."""
-
-    def __init__(self, server):
-        self._server = server
-
-    def path_state_changed(self, server, path, old, new):
-        self._server.controller.path_state_changed(server, path, old, new)
-
-    def server_up(self, server, incarnation):
-        self._server.controller.server_up(server, str(incarnation))
-        self._server.refresh(server)
-
-    def server_down(self, server):
-        self._server.controller.server_down(server)
-
-    def server_restarted(self, server, old, new):
-        self._server.controller.server_restarted(server, str(old), str(new))
-        self._server.refresh(server)
-
-
 class InMemoryServer:
     """One run (incarnation) of a server's daemon; a restart builds a new one."""
 
@@ -257,7 +236,7 @@ class InMemoryServer:
         peers = [s.name for s in config.servers if s.name != name]
         self.paths = {p: config.shared_paths(name, p) for p in peers}
         self.membership = Membership(self.clock, name, peers, self.paths, config.hb_timeout,
-                                     _MembershipEvents(self), incarnation)
+                                     MembershipEvents(self.controller, self.refresh), incarnation)
         self.controller.membership = self.membership
         resolvers = cluster.resolvers.get(name, {})
         fencing = cluster.forced_stops.get(name)

@@ -111,9 +111,12 @@ class HeartbeatService(MultiService):
     def startService(self):
         self.start_listening()
         super().startService()
+        self._start_loop(now=True)
+
+    def _start_loop(self, now):
         self._loop = task.LoopingCall(self._beat_round)
         self._loop.clock = self._reactor
-        self._loop.start(self._interval, now=True).addErrback(
+        self._loop.start(self._interval, now=now).addErrback(
             lambda f: log.failure("heartbeat loop stopped: peers will see this server as down", f)
         )
 
@@ -132,10 +135,7 @@ class HeartbeatService(MultiService):
         self._interval = interval
         if self._loop is not None and self._loop.running:
             self._loop.stop()
-            self._loop = task.LoopingCall(self._beat_round)
-            self._loop.clock = self._reactor
-            self._loop.start(self._interval, now=False).addErrback(
-                lambda f: log.failure("heartbeat loop stopped: peers will see this server as down", f))
+            self._start_loop(now=False)
 
     def send_now(self):
         """Send an extra beat round now (e.g. after a placement change, so peers converge fast)."""
