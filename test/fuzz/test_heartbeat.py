@@ -8,9 +8,14 @@ import struct
 from twisted.trial.unittest import SynchronousTestCase
 
 from cpro.protocols import heartbeat as hb
+from cpro.protocols.keyring import Keyring
 from test.fuzz.harness import Finding, FuzzTestMixin, Target, dumps, mutate_json
 
 KEY = b"fuzz-cluster-key"
+# Decoding goes through a keyring in the middle of a rotation: the key the
+# seeds are signed with and one more, so the any-of-the-keys check is fuzzed.
+KEYRING = Keyring(b"fuzz-next-key")
+KEYRING.accept(KEY)
 CLUSTER = "fuzzcluster"
 
 
@@ -64,7 +69,7 @@ class HeartbeatTarget(Target):
 
     def check(self, data):
         try:
-            packet = hb.decode(data, KEY, CLUSTER)
+            packet = hb.decode(data, KEYRING, CLUSTER)
         except hb.PacketError:
             return
         if data not in self._seeds and data != self._signed:
